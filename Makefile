@@ -1,0 +1,75 @@
+# tollgate - a plain Makefile. `make` builds bin/tollgate; `make test` runs
+# every test; `make run` starts the gateway on the embedded default.
+# System packages come from scripts/deps.sh (idempotent), called first.
+
+CC      ?= cc
+PKGS    := libuv libcurl libcjson sqlite3 libcrypto zlib
+LLHTTP  ?= /usr/share/llhttp
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter $(if $(CI),-Werror)
+CPPFLAGS:= -std=c11 -D_GNU_SOURCE -Isrc -I/usr/share/include/llhttp
+PKGCF    = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKGLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LDLIBS  += $(PKGLIBS) -lpthread -lm
+
+B       ?= build
+SRCS    := $(sort $(shell find src -name '*.c' ! -path 'src/cli/main.c'))
+OBJS    := $(SRCS:%.c=$(B)/%.o)
+LLOBJS  := $(B)/llhttp/api.o $(B)/llhttp/http.o $(B)/llhttp/llhttp.o
+TESTS   := $(sort $(wildcard tests/unit/test_*.c))
+TESTBIN := $(TESTS:tests/unit/%.c=$(B)/tests/%)
+
+.PHONY: all deps run test unit unit-asan e2e bench format clean
+all: deps bin/tollgate
+
+deps:
+	@bash scripts/deps.sh
+
+bin/tollgate: $(B)/src/cli/main.o $(OBJS) $(LLOBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(PKGCF) $(CFLAGS) $(WARN) -MMD -MP -c -o $@ $<
+
+# llhttp is built from the C sources Debian's node-llhttp ships.
+$(B)/llhttp/%.o: $(LLHTTP)/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -w -c -o $@ $<
+
+$(B)/tests/%: tests/unit/%.c $(OBJS) $(LLOBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(PKGCF) $(CFLAGS) $(WARN) -Itests/unit -o $@ $^ $(LDLIBS) -lcmocka
+
+unit: $(TESTBIN)
+	@bash tests/unit/run.sh $(TESTBIN)
+
+# The same unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+unit-asan: deps
+	@$(MAKE) --no-print-directory B=build/asan OPT=-O1 \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" unit
+
+e2e: all
+	@bash tests/e2e/run.sh
+
+test: all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory e2e
+
+run: all
+	@bash scripts/quickstart.sh
+
+bench: all
+	@bash bench/run
+
+format:
+	clang-format -i $$(find src tests/unit bench -name '*.[ch]')
+
+clean:
+	rm -rf build bin
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

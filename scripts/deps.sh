@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs every system package tollgate needs to build, run, test and
+# benchmark, from Debian's archive. Idempotent: when all are present it only
+# checks (a fraction of a second). Then installs the pinned Node packages for
+# the tests (npm ci) when package-lock.json changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(
+  build-essential pkg-config
+  libuv1-dev node-llhttp libcurl4-openssl-dev libcjson-dev libsqlite3-dev libssl-dev zlib1g-dev
+  libcmocka-dev sqlite3 curl
+  nodejs npm
+  wrk nginx-light procps
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# nodejs/npm may come from elsewhere than Debian (an image's own Node 20): accept a working node+npm.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  tmp=()
+  for p in "${missing[@]}"; do [[ $p == nodejs || $p == npm ]] || tmp+=("$p"); done
+  missing=("${tmp[@]+"${tmp[@]}"}")
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Node packages for the black-box tests, pinned by package-lock.json.
+if [ -f package-lock.json ]; then
+  stamp=node_modules/.tollgate-lock
+  if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+    npm ci --no-audit --no-fund --loglevel=error >&2
+    cp package-lock.json "$stamp"
+  fi
+fi

@@ -1,0 +1,305 @@
+/* core.c - error names, bounded buffers, arena, clocks, ids and logging. */
+#include "core/core.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+const char *tg_strerror(int err)
+{
+    switch (err) {
+    case TG_OK: return "ok";
+    case TG_ENOMEM: return "out of memory";
+    case TG_EINVAL: return "invalid argument";
+    case TG_ETOOBIG: return "too large";
+    case TG_EIO: return "i/o error";
+    case TG_ENOTFOUND: return "not found";
+    case TG_EEXIST: return "already exists";
+    case TG_EBUSY: return "busy";
+    case TG_ETIMEDOUT: return "timed out";
+    case TG_ECLOSED: return "connection closed";
+    case TG_ECONNECT: return "could not connect";
+    case TG_EUPSTREAM: return "upstream error";
+    case TG_EAUTH: return "unauthenticated";
+    case TG_EREVOKED: return "revoked";
+    case TG_EEXPIRED: return "expired";
+    case TG_ECONFIG: return "invalid configuration";
+    case TG_ESTORE: return "store error";
+    case TG_ECANCELED: return "canceled";
+    case TG_EPROTO: return "protocol error";
+    default: return "unknown error";
+    }
+}
+
+/* ---- tg_buf ---- */
+
+void tg_buf_init(tg_buf_t *b, size_t max)
+{
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->max = max ? max : SIZE_MAX / 2;
+}
+
+int tg_buf_reserve(tg_buf_t *b, size_t extra)
+{
+    if (extra > b->max || b->len > b->max - extra) return TG_ETOOBIG;
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap) return TG_OK;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need) cap *= 2;
+    if (cap > b->max + 1) cap = b->max + 1;
+    char *p = realloc(b->data, cap);
+    if (!p) return TG_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return TG_OK;
+}
+
+int tg_buf_append(tg_buf_t *b, const void *p, size_t n)
+{
+    int rc = tg_buf_reserve(b, n);
+    if (rc) return rc;
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return TG_OK;
+}
+
+int tg_buf_appends(tg_buf_t *b, const char *s)
+{
+    return tg_buf_append(b, s, strlen(s));
+}
+
+int tg_buf_vprintf(tg_buf_t *b, const char *fmt, va_list ap)
+{
+    va_list cp;
+    va_copy(cp, ap);
+    int n = vsnprintf(NULL, 0, fmt, cp);
+    va_end(cp);
+    if (n < 0) return TG_EINVAL;
+    int rc = tg_buf_reserve(b, (size_t)n);
+    if (rc) return rc;
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    b->len += (size_t)n;
+    return TG_OK;
+}
+
+int tg_buf_printf(tg_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = tg_buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+void tg_buf_consume(tg_buf_t *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+    } else {
+        memmove(b->data, b->data + n, b->len - n);
+        b->len -= n;
+    }
+    if (b->data) b->data[b->len] = '\0';
+}
+
+void tg_buf_reset(tg_buf_t *b)
+{
+    b->len = 0;
+    if (b->data) b->data[0] = '\0';
+}
+
+void tg_buf_free(tg_buf_t *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+int tg_buf_json_str(tg_buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    int rc = tg_buf_reserve(b, n + 2);
+    if (rc) return rc;
+    b->data[b->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[7];
+        size_t elen = 0;
+        switch (c) {
+        case '"': esc[0] = '\\', esc[1] = '"', elen = 2; break;
+        case '\\': esc[0] = '\\', esc[1] = '\\', elen = 2; break;
+        case '\n': esc[0] = '\\', esc[1] = 'n', elen = 2; break;
+        case '\r': esc[0] = '\\', esc[1] = 'r', elen = 2; break;
+        case '\t': esc[0] = '\\', esc[1] = 't', elen = 2; break;
+        default:
+            if (c < 0x20) {
+                memcpy(esc, "\\u00", 4);
+                esc[4] = hex[c >> 4];
+                esc[5] = hex[c & 15];
+                elen = 6;
+            }
+        }
+        rc = elen ? tg_buf_append(b, esc, elen) : tg_buf_append(b, &s[i], 1);
+        if (rc) return rc;
+    }
+    return tg_buf_append(b, "\"", 1);
+}
+
+/* ---- arena ---- */
+
+struct tg_arena_chunk {
+    tg_arena_chunk_t *next;
+    size_t size, used;
+    _Alignas(16) unsigned char mem[];
+};
+
+void tg_arena_init(tg_arena_t *a, size_t max)
+{
+    a->head = NULL;
+    a->used = 0;
+    a->max = max;
+}
+
+void *tg_arena_alloc(tg_arena_t *a, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    if (a->max && (n > a->max || a->used > a->max - n)) return NULL;
+    tg_arena_chunk_t *c = a->head;
+    if (!c || c->size - c->used < n) {
+        size_t size = n > 4000 ? n : 4000;
+        c = malloc(sizeof(*c) + size);
+        if (!c) return NULL;
+        c->size = size;
+        c->used = 0;
+        c->next = a->head;
+        a->head = c;
+    }
+    void *p = c->mem + c->used;
+    c->used += n;
+    a->used += n;
+    return p;
+}
+
+char *tg_arena_strndup(tg_arena_t *a, const char *s, size_t n)
+{
+    char *p = tg_arena_alloc(a, n + 1);
+    if (!p) return NULL;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+void tg_arena_free(tg_arena_t *a)
+{
+    tg_arena_chunk_t *c = a->head;
+    while (c) {
+        tg_arena_chunk_t *next = c->next;
+        free(c);
+        c = next;
+    }
+    a->head = NULL;
+    a->used = 0;
+}
+
+/* ---- time, random ---- */
+
+uint64_t tg_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int64_t tg_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int tg_random(void *out, size_t n)
+{
+    unsigned char *p = out;
+    while (n) {
+        ssize_t r = getrandom(p, n, 0);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return TG_EIO;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return TG_OK;
+}
+
+void tg_hex(char *out, const uint8_t *in, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+void tg_random_id(char *out, size_t cap, const char *prefix, size_t nbytes)
+{
+    uint8_t raw[32];
+    if (nbytes > sizeof(raw)) nbytes = sizeof(raw);
+    size_t plen = strlen(prefix);
+    if (cap < plen + 2 * nbytes + 1) {
+        if (cap) out[0] = '\0';
+        return;
+    }
+    tg_random(raw, nbytes);
+    memcpy(out, prefix, plen);
+    tg_hex(out + plen, raw, nbytes);
+}
+
+void tg_iso8601_ms(char *out, size_t cap, int64_t ms)
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+/* ---- logging ---- */
+
+int tg_log_level = TG_LOG_INFO;
+
+void tg_log(int level, const char *fmt, ...)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    if (level < tg_log_level) return;
+    char ts[32], line[2048];
+    tg_iso8601_ms(ts, sizeof(ts), tg_wall_ms());
+    int n = snprintf(line, sizeof(line), "%s %s ", ts, names[level & 3]);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof(line)) n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof(line) - 1) n = (int)sizeof(line) - 2;
+    line[n++] = '\n';
+    fwrite(line, 1, (size_t)n, stderr); /* one write per line: stderr is unbuffered */
+}
+
+int tg_strcaseeq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    if (alen != blen) return 0;
+    for (size_t i = 0; i < alen; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x >= 'A' && x <= 'Z') x += 32;
+        if (y >= 'A' && y <= 'Z') y += 32;
+        if (x != y) return 0;
+    }
+    return 1;
+}

@@ -1,0 +1,98 @@
+/* core.h - the few things every tollgate module shares: error codes, bounded
+ * buffers, a per-request arena, clocks, random ids and logging.
+ *
+ * Errors are negative TG_E* codes (0 is success) named by tg_strerror(), in
+ * the libuv style. Every buffer that grows from network input is a tg_buf_t
+ * with a maximum; appending past it fails with TG_ETOOBIG instead of growing. */
+#ifndef TG_CORE_H
+#define TG_CORE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    TG_OK = 0,
+    TG_ENOMEM = -1,    /* allocation failed */
+    TG_EINVAL = -2,    /* bad argument or malformed input */
+    TG_ETOOBIG = -3,   /* a bounded buffer or limit would be exceeded */
+    TG_EIO = -4,       /* system call or file error */
+    TG_ENOTFOUND = -5, /* no such thing */
+    TG_EEXIST = -6,    /* already exists */
+    TG_EBUSY = -7,     /* queue full or resource exhausted; try later */
+    TG_ETIMEDOUT = -8, /* a deadline passed */
+    TG_ECLOSED = -9,   /* the peer or connection is gone */
+    TG_ECONNECT = -10, /* could not connect upstream */
+    TG_EUPSTREAM = -11,/* upstream protocol or transfer error */
+    TG_EAUTH = -12,    /* missing or unknown credential */
+    TG_EREVOKED = -13, /* credential revoked */
+    TG_EEXPIRED = -14, /* credential expired */
+    TG_ECONFIG = -15,  /* invalid configuration */
+    TG_ESTORE = -16,   /* store (database) error */
+    TG_ECANCELED = -17,/* operation canceled */
+    TG_EPROTO = -18,   /* protocol violation */
+};
+
+const char *tg_strerror(int err);
+
+/* ---- bounded dynamic buffer ------------------------------------------- */
+
+typedef struct {
+    char *data; /* always NUL-terminated when non-NULL */
+    size_t len;
+    size_t cap;
+    size_t max; /* hard limit on len; 0 means SIZE_MAX/2 */
+} tg_buf_t;
+
+void tg_buf_init(tg_buf_t *b, size_t max);
+int tg_buf_reserve(tg_buf_t *b, size_t extra);
+int tg_buf_append(tg_buf_t *b, const void *p, size_t n);
+int tg_buf_appends(tg_buf_t *b, const char *s);
+int tg_buf_printf(tg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int tg_buf_vprintf(tg_buf_t *b, const char *fmt, va_list ap);
+/* Removes the first n bytes, keeping the rest. */
+void tg_buf_consume(tg_buf_t *b, size_t n);
+void tg_buf_reset(tg_buf_t *b); /* len = 0, memory kept */
+void tg_buf_free(tg_buf_t *b);
+/* Appends s as a JSON string literal (with quotes and escapes). */
+int tg_buf_json_str(tg_buf_t *b, const char *s, size_t n);
+
+/* ---- arena: request-scoped memory freed all at once -------------------- */
+
+typedef struct tg_arena_chunk tg_arena_chunk_t;
+typedef struct {
+    tg_arena_chunk_t *head;
+    size_t used; /* bytes handed out, across chunks */
+    size_t max;  /* 0 = unlimited */
+} tg_arena_t;
+
+void tg_arena_init(tg_arena_t *a, size_t max);
+void *tg_arena_alloc(tg_arena_t *a, size_t n); /* 16-byte aligned, NULL when over max */
+char *tg_arena_strndup(tg_arena_t *a, const char *s, size_t n);
+void tg_arena_free(tg_arena_t *a);
+
+/* ---- time, randomness, ids --------------------------------------------- */
+
+uint64_t tg_now_ns(void);  /* monotonic */
+int64_t tg_wall_ms(void);  /* unix epoch milliseconds */
+int tg_random(void *out, size_t n);
+/* Writes prefix followed by 2*nbytes lowercase hex chars of randomness. */
+void tg_random_id(char *out, size_t cap, const char *prefix, size_t nbytes);
+void tg_hex(char *out, const uint8_t *in, size_t n); /* out has 2n+1 bytes */
+/* Formats unix ms as 2026-11-27T05:30:21.123Z into out (>= 25 bytes). */
+void tg_iso8601_ms(char *out, size_t cap, int64_t ms);
+
+/* ---- logging ------------------------------------------------------------ */
+
+enum { TG_LOG_DEBUG = 0, TG_LOG_INFO = 1, TG_LOG_WARN = 2, TG_LOG_ERROR = 3 };
+extern int tg_log_level;
+void tg_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define tg_debug(...) (tg_log_level <= TG_LOG_DEBUG ? tg_log(TG_LOG_DEBUG, __VA_ARGS__) : (void)0)
+#define tg_info(...) tg_log(TG_LOG_INFO, __VA_ARGS__)
+#define tg_warn(...) tg_log(TG_LOG_WARN, __VA_ARGS__)
+#define tg_error(...) tg_log(TG_LOG_ERROR, __VA_ARGS__)
+
+/* ASCII case-insensitive helpers (HTTP header names). */
+int tg_strcaseeq(const char *a, size_t alen, const char *b, size_t blen);
+
+#endif

@@ -1,0 +1,65 @@
+/* tenancy.h - API keys and the immutable snapshot the request path reads.
+ *
+ * A key's secret is shown once at creation; only its SHA-256 is stored, with
+ * a short prefix for display. Workers authenticate against a snapshot: an
+ * immutable hash table built off the request path and published by pointer
+ * swap. Workers notice a new generation with one atomic load per request and
+ * take it under a mutex only then, so the hot path takes no lock. */
+#ifndef TG_TENANCY_H
+#define TG_TENANCY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TG_KEY_SECRET_MAX 64
+#define TG_KEY_PREFIX_LEN 10 /* "tg_" + 7 chars */
+
+typedef struct {
+    char id[40];     /* "key_" + 16 hex */
+    char unit[64];   /* "" until units exist */
+    char team[64];
+    char name[64];
+    char prefix[16];
+    uint8_t hash[32]; /* SHA-256 of the secret */
+    int64_t created_ms;
+    int64_t expires_ms; /* 0 = never */
+    int64_t revoked_ms; /* 0 = active */
+} tg_key_t;
+
+/* Creates a new random secret "tg_" + 43 base62 chars into secret (>= 64
+ * bytes) and fills rec's id, prefix, hash and created_ms. */
+int tg_key_generate(tg_key_t *rec, char *secret, size_t cap);
+void tg_key_hash(const char *secret, size_t len, uint8_t out[32]);
+
+typedef struct tg_snapshot tg_snapshot_t;
+
+/* Builds a snapshot from keys (copied). */
+int tg_snapshot_build(tg_snapshot_t **out, const tg_key_t *keys, size_t n);
+void tg_snapshot_free(tg_snapshot_t *s);
+
+/* Authenticates a presented secret at time now_ms: 0 and *out set, or
+ * TG_EAUTH (unknown), TG_EREVOKED, TG_EEXPIRED. */
+int tg_snapshot_auth(const tg_snapshot_t *s, const char *secret, size_t len, int64_t now_ms,
+                     const tg_key_t **out);
+size_t tg_snapshot_count(const tg_snapshot_t *s);
+
+/* The published snapshot, shared by all workers. */
+typedef struct tg_tenancy tg_tenancy_t;
+int tg_tenancy_create(tg_tenancy_t **out);
+void tg_tenancy_destroy(tg_tenancy_t *t);
+/* Publishes s (ownership passes to t); the old one is freed when no worker
+ * holds it. Any thread. */
+void tg_tenancy_publish(tg_tenancy_t *t, tg_snapshot_t *s);
+
+/* A worker's view: refresh at the start of each request (one atomic load
+ * unless a new generation was published). */
+typedef struct {
+    tg_tenancy_t *t;
+    uint64_t gen;
+    tg_snapshot_t *snap;
+} tg_tenancy_view_t;
+void tg_tenancy_view_init(tg_tenancy_view_t *v, tg_tenancy_t *t);
+const tg_snapshot_t *tg_tenancy_view_get(tg_tenancy_view_t *v);
+void tg_tenancy_view_release(tg_tenancy_view_t *v);
+
+#endif
