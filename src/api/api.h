@@ -1,0 +1,28 @@
+/* api.h - the gateway's front doors, wired onto the HTTP server.
+ *
+ * tg_gateway_t is the application: it routes each request (OpenAI-compatible
+ * /v1/chat/completions and /v1/models, /healthz, /readyz, /metrics),
+ * authenticates it against the tenancy snapshot, forwards it upstream on the
+ * worker's own loop, records its usage event through the ledger writer, and
+ * finishes the response only once that event is durable. */
+#ifndef TG_API_H
+#define TG_API_H
+
+#include "api/metrics.h"
+#include "config/config.h"
+#include "http/http.h"
+#include "store/store.h"
+#include "tenancy/tenancy.h"
+
+typedef struct tg_gateway tg_gateway_t;
+
+int tg_gateway_create(tg_gateway_t **out, const tg_config_t *cfg, tg_tenancy_t *tenancy,
+                      tg_writer_t *writer, tg_metrics_t *metrics);
+void tg_gateway_destroy(tg_gateway_t *g);
+/* The callbacks to give tg_server_create. */
+const tg_http_app_t *tg_gateway_app(tg_gateway_t *g);
+
+/* Writer-thread tick: reloads the key snapshot when the store changed. */
+void tg_gateway_reload_tick(tg_store_t *st, void *tenancy);
+
+#endif

@@ -1,0 +1,400 @@
+/* chat.c - POST /v1/chat/completions and GET /v1/models, OpenAI-compatible.
+ *
+ * A call goes: authenticate, validate, rewrite the body for the upstream
+ * (its model id; for streams, stream_options.include_usage so the provider
+ * reports its own counts), reserve a ledger slot, forward. Plain responses are
+ * buffered (the usage is in them) and passed through; streams are forwarded
+ * event by event, with the usage-only chunk dropped when the client did not
+ * ask for it. In every case the usage event is committed before the last
+ * byte goes out: a plain response is sent after the commit, a stream's final
+ * "data: [DONE]" is held back until it. A client that goes away cancels the
+ * upstream call and is still billed for what was delivered. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "providers/openai.h"
+#include "providers/sse.h"
+
+enum { FIN_PASSTHROUGH, FIN_ERROR, FIN_STREAM };
+
+typedef struct {
+    tg_wctx_t *w;
+    tg_req_t *req;
+    tg_upcall_t *up; /* NULL once the upstream call is over */
+    const tg_model_route_t *route;
+    size_t provider;
+    char *upbody; /* rewritten body (owned) or NULL when the client's is sent */
+    int stream;
+    int client_wants_usage;
+    int status;       /* upstream status */
+    int started;      /* response headers sent to the client */
+    int paused;
+    int recorded;     /* usage event submitted */
+    int saw_done;
+    int saw_usage;
+    int aborted;      /* the client went away */
+    int fin;          /* FIN_* */
+    int err_status;
+    const char *err_code, *err_msg;
+    int64_t est_input;
+    int64_t chunks_out; /* content chunks forwarded, for estimates */
+    uint64_t up_start_ns;
+    tg_buf_t body; /* plain response, or an error body during a stream */
+    tg_buf_t out;  /* events of one upstream read, written in one go */
+    tg_sse_t sse;
+    char content_type[96];
+    tg_usage_event_t ev;
+} chat_t;
+
+static void chat_free(chat_t *c)
+{
+    tg_buf_free(&c->body);
+    tg_buf_free(&c->out);
+    tg_sse_free(&c->sse);
+    free(c->upbody);
+    free(c);
+}
+
+/* ---- finishing ------------------------------------------------------------ */
+
+static void on_committed(void *ud, int status)
+{
+    chat_t *c = ud;
+    tg_wctx_t *w = c->w;
+    tg_req_t *req = c->req;
+    (void)status; /* a failed commit was logged as JSON by the writer; still answer */
+    if (c->aborted && !c->started) {
+        /* Nobody to answer; finish the request object. 499 as nginx logs it. */
+        tg_api_log(w, req, TG_ROUTE_CHAT, 499, c->ev.request_id, c->ev.key_id);
+        tg_resp_send(req, 499, NULL, 0, "", 0);
+        chat_free(c);
+        return;
+    }
+    switch (c->fin) {
+    case FIN_PASSTHROUGH:
+        tg_api_send(w, req, TG_ROUTE_CHAT, c->status,
+                    c->content_type[0] ? c->content_type : "application/json", c->ev.request_id,
+                    c->body.data ? c->body.data : "", c->body.len);
+        break;
+    case FIN_ERROR:
+        tg_api_error(w, req, TG_ROUTE_CHAT, c->err_status, c->err_code, c->err_msg,
+                     c->ev.request_id);
+        break;
+    default:
+        if (c->saw_done) tg_resp_write(req, "data: [DONE]\n\n", 14);
+        tg_api_log(w, req, TG_ROUTE_CHAT, c->ev.status, c->ev.request_id, c->ev.key_id);
+        tg_resp_end(req);
+        break;
+    }
+    chat_free(c);
+}
+
+static void record(chat_t *c, const char *outcome, int status)
+{
+    if (c->recorded) return;
+    c->recorded = 1;
+    tg_usage_event_t *ev = &c->ev;
+    if (!c->saw_usage && (strcmp(outcome, TG_OUTCOME_ABANDONED) == 0 ||
+                          strcmp(outcome, TG_OUTCOME_INTERRUPTED) == 0)) {
+        /* The provider never said: bill what we can see, and say so. */
+        ev->input_tokens = c->est_input;
+        ev->output_tokens = c->chunks_out;
+        ev->token_source = TG_TOKENS_ESTIMATED;
+    }
+    snprintf(ev->outcome, sizeof(ev->outcome), "%s", outcome);
+    ev->status = status;
+    ev->ended_ms = tg_wall_ms();
+    ev->latency_us = (int64_t)((tg_now_ns() - c->req->start_ns) / 1000);
+    if (tg_writer_submit(c->w->gw->writer, ev, c->w->port, on_committed, c) != 0) {
+        tg_error("ledger refused event %s; answering anyway", ev->id);
+        on_committed(c, TG_EBUSY);
+    }
+}
+
+static void upstream_over(chat_t *c, int err)
+{
+    c->up = NULL;
+    tg_metrics_upstream(c->w->shard, c->provider, (tg_now_ns() - c->up_start_ns) / 1000);
+    if (c->sse.pending.len && !c->saw_done && !err) err = TG_EUPSTREAM;
+
+    if (c->started) { /* a stream was under way: end it cleanly */
+        c->fin = FIN_STREAM;
+        record(c, err || !c->saw_done ? TG_OUTCOME_INTERRUPTED : TG_OUTCOME_OK, 200);
+        return;
+    }
+    if (err) {
+        c->fin = FIN_ERROR;
+        c->err_status = err == TG_ETIMEDOUT ? 504 : 502;
+        c->err_code = err == TG_ETIMEDOUT   ? "upstream_timeout"
+                      : err == TG_ECONNECT  ? "upstream_unreachable"
+                      : err == TG_ETOOBIG   ? "upstream_response_too_large"
+                                            : "upstream_error";
+        c->err_msg = err == TG_ETIMEDOUT  ? "The model provider did not answer in time."
+                     : err == TG_ECONNECT ? "The model provider could not be reached."
+                     : err == TG_ETOOBIG  ? "The model provider's response was too large."
+                                          : "The model provider's response broke off.";
+        record(c, TG_OUTCOME_FAILED, c->err_status);
+        return;
+    }
+    c->fin = FIN_PASSTHROUGH;
+    if (c->status >= 200 && c->status < 300) {
+        cJSON *root = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
+        if (root) c->saw_usage = tg_openai_usage(root, &c->ev);
+        cJSON_Delete(root);
+        record(c, TG_OUTCOME_OK, c->status);
+    } else {
+        record(c, TG_OUTCOME_UPSTREAM_ERROR, c->status);
+    }
+}
+
+/* ---- upstream callbacks ---------------------------------------------------- */
+
+static void up_headers(tg_upcall_t *u, int status, const tg_header_t *h, size_t n, void *ud)
+{
+    chat_t *c = ud;
+    c->status = status;
+    c->ev.ttfb_us = (int64_t)((tg_now_ns() - c->req->start_ns) / 1000);
+    for (size_t i = 0; i < n; i++)
+        if (tg_strcaseeq(h[i].name, h[i].name_len, "content-type", 12))
+            snprintf(c->content_type, sizeof(c->content_type), "%s", h[i].value);
+    if (c->stream && status >= 200 && status < 300) {
+        tg_header_t rh[] = {
+            {"Content-Type", 12, "text/event-stream", 17},
+            {"Cache-Control", 13, "no-cache", 8},
+            {"x-request-id", 12, c->ev.request_id, strlen(c->ev.request_id)},
+        };
+        tg_resp_start(c->req, 200, rh, 3);
+        c->started = 1;
+    }
+}
+
+static int on_event(const tg_sse_event_t *e, void *ud)
+{
+    chat_t *c = ud;
+    if (e->data_len == 6 && memcmp(e->data, "[DONE]", 6) == 0) {
+        c->saw_done = 1; /* held back until the usage event is durable */
+        return 0;
+    }
+    if (tg_openai_chunk_has_usage(e->data, e->data_len)) {
+        cJSON *root = cJSON_ParseWithLength(e->data, e->data_len);
+        if (root && tg_openai_usage(root, &c->ev)) {
+            c->saw_usage = 1;
+            const cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
+            int usage_only = !cJSON_IsArray(choices) || cJSON_GetArraySize(choices) == 0;
+            cJSON_Delete(root);
+            if (usage_only && !c->client_wants_usage) return 0; /* we asked, not the client */
+        } else {
+            cJSON_Delete(root);
+        }
+    }
+    if (tg_openai_chunk_has_content(e->data, e->data_len)) c->chunks_out++;
+    return tg_buf_append(&c->out, e->raw, e->raw_len);
+}
+
+static int up_data(tg_upcall_t *u, const char *p, size_t n, void *ud)
+{
+    chat_t *c = ud;
+    if (!c->started) {
+        int rc = tg_buf_append(&c->body, p, n);
+        if (rc == 0) return 0;
+        tg_upcall_cancel(u); /* over max_response_bytes */
+        upstream_over(c, TG_ETOOBIG);
+        return 0;
+    }
+    tg_buf_reset(&c->out);
+    int rc = tg_sse_feed(&c->sse, p, n, on_event, c);
+    if (rc) {
+        tg_warn("request %s: bad upstream stream (%s)", c->ev.request_id, tg_strerror(rc));
+        tg_upcall_cancel(u);
+        upstream_over(c, TG_EUPSTREAM);
+        return 0;
+    }
+    if (c->out.len && tg_resp_write(c->req, c->out.data, c->out.len) == 1) {
+        c->paused = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void up_done(tg_upcall_t *u, int err, void *ud)
+{
+    upstream_over(ud, err);
+}
+
+static const tg_upcall_cbs_t up_cbs = {up_headers, up_data, up_done};
+
+/* ---- client callbacks ------------------------------------------------------ */
+
+static void on_drain(tg_req_t *req)
+{
+    chat_t *c = req->data;
+    if (c->paused && c->up) {
+        c->paused = 0;
+        tg_upcall_resume(c->up);
+    }
+}
+
+static void on_abort(tg_req_t *req)
+{
+    chat_t *c = req->data;
+    c->aborted = 1;
+    if (c->recorded) return; /* already waiting for the commit: it finishes */
+    if (c->up) {
+        tg_upcall_cancel(c->up);
+        c->up = NULL;
+        tg_metrics_upstream(c->w->shard, c->provider, (tg_now_ns() - c->up_start_ns) / 1000);
+    }
+    c->fin = FIN_STREAM;
+    c->saw_done = 0; /* no [DONE] to a client that left */
+    /* 499: nginx's "client closed request", so logs tell it from a real answer. */
+    record(c, TG_OUTCOME_ABANDONED, 499);
+}
+
+/* ---- request --------------------------------------------------------------- */
+
+/* Rewrites the request for the upstream. Returns 1 when root changed. */
+static int rewrite(cJSON *root, const tg_model_route_t *route, int stream, int *client_usage)
+{
+    int changed = 0;
+    if (strcmp(route->upstream_model, route->id) != 0) {
+        cJSON_ReplaceItemInObjectCaseSensitive(root, "model",
+                                               cJSON_CreateString(route->upstream_model));
+        changed = 1;
+    }
+    *client_usage = 0;
+    if (stream) {
+        cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+        if (!cJSON_IsObject(so)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(root, "stream_options");
+            so = cJSON_AddObjectToObject(root, "stream_options");
+        }
+        cJSON *iu = cJSON_GetObjectItemCaseSensitive(so, "include_usage");
+        *client_usage = cJSON_IsTrue(iu);
+        if (!*client_usage) {
+            cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
+            cJSON_AddTrueToObject(so, "include_usage");
+            changed = 1;
+        }
+    }
+    return changed;
+}
+
+void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
+{
+    tg_caller_t who;
+    if (tg_api_auth(w, req, TG_ROUTE_CHAT, &who)) return;
+    cJSON *root = cJSON_ParseWithLength(req->body, req->body_len);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return tg_api_error(w, req, TG_ROUTE_CHAT, 400, "invalid_json",
+                            "The request body is not a JSON object.", NULL);
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    const char *bad_code = NULL, *bad_msg = NULL;
+    int bad_status = 400;
+    const tg_model_route_t *route = NULL;
+    if (!cJSON_IsString(model) || !model->valuestring[0]) {
+        bad_code = "missing_model", bad_msg = "'model' is required and must be a string.";
+    } else if (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) == 0) {
+        bad_code = "invalid_request", bad_msg = "'messages' must be a non-empty array.";
+    } else if (!(route = tg_config_model(w->gw->cfg, model->valuestring,
+                                         strlen(model->valuestring)))) {
+        bad_status = 404, bad_code = "model_not_found",
+        bad_msg = "The model does not exist or you do not have access to it.";
+    }
+    if (bad_code) {
+        cJSON_Delete(root);
+        return tg_api_error(w, req, TG_ROUTE_CHAT, bad_status, bad_code, bad_msg, NULL);
+    }
+    if (tg_writer_reserve(w->gw->writer) != 0) {
+        cJSON_Delete(root);
+        return tg_api_error(w, req, TG_ROUTE_CHAT, 503, "overloaded",
+                            "The usage ledger is saturated; retry shortly.", NULL);
+    }
+
+    chat_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        cJSON_Delete(root);
+        tg_writer_unreserve(w->gw->writer);
+        return tg_api_error(w, req, TG_ROUTE_CHAT, 503, "overloaded", "Out of memory.", NULL);
+    }
+    c->w = w;
+    c->req = req;
+    c->route = route;
+    c->provider = (size_t)(route->provider - w->gw->cfg->providers);
+    c->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+    c->est_input = tg_openai_estimate_input(messages);
+    tg_buf_init(&c->body, w->gw->cfg->max_response_bytes);
+    tg_buf_init(&c->out, 0);
+    tg_sse_init(&c->sse, 1 << 20);
+    if (rewrite(root, route, c->stream, &c->client_wants_usage)) {
+        c->upbody = cJSON_PrintUnformatted(root);
+    }
+    cJSON_Delete(root);
+
+    tg_usage_event_t *ev = &c->ev;
+    tg_api_new_id(w, ev->id, sizeof(ev->id), "evt_");
+    tg_api_new_id(w, ev->request_id, sizeof(ev->request_id), "req_");
+    ev->started_ms = tg_wall_ms() - (int64_t)((tg_now_ns() - req->start_ns) / 1000000);
+    snprintf(ev->unit, sizeof(ev->unit), "%s", who.unit);
+    snprintf(ev->team, sizeof(ev->team), "%s", who.team);
+    snprintf(ev->key_id, sizeof(ev->key_id), "%s", who.id);
+    snprintf(ev->model, sizeof(ev->model), "%s", route->id);
+    snprintf(ev->upstream_model, sizeof(ev->upstream_model), "%s", route->upstream_model);
+    snprintf(ev->provider, sizeof(ev->provider), "%s", route->provider->name);
+    snprintf(ev->region, sizeof(ev->region), "%s", route->region);
+    snprintf(ev->api, sizeof(ev->api), "openai.chat");
+    snprintf(ev->price_version, sizeof(ev->price_version), "none");
+    ev->streamed = c->stream;
+
+    const char *headers[3];
+    size_t nh = 0;
+    headers[nh++] = "Content-Type: application/json";
+    headers[nh++] = c->stream ? "Accept: text/event-stream" : "Accept: application/json";
+    if (w->gw->auth_headers[c->provider]) headers[nh++] = w->gw->auth_headers[c->provider];
+    tg_upcall_opts_t o = {
+        .method = "POST",
+        .url = w->gw->chat_urls[c->provider],
+        .headers = headers,
+        .nheaders = nh,
+        .body = c->upbody ? c->upbody : req->body,
+        .body_len = c->upbody ? strlen(c->upbody) : req->body_len,
+        .connect_timeout_ms = route->connect_timeout_ms,
+        .first_byte_timeout_ms = route->first_byte_timeout_ms,
+        .total_timeout_ms = route->total_timeout_ms,
+    };
+    req->data = c;
+    req->on_abort = on_abort;
+    req->on_drain = on_drain;
+    c->up_start_ns = tg_now_ns();
+    int rc = tg_upcall_start(w->up, &o, &up_cbs, c, &c->up);
+    if (rc) {
+        c->up = NULL;
+        upstream_over(c, rc == TG_ETIMEDOUT ? rc : TG_ECONNECT);
+    }
+}
+
+void tg_api_models(tg_wctx_t *w, tg_req_t *req)
+{
+    tg_caller_t who;
+    if (tg_api_auth(w, req, TG_ROUTE_MODELS, &who)) return;
+    const tg_config_t *cfg = w->gw->cfg;
+    tg_buf_t b;
+    tg_buf_init(&b, 0);
+    int rc = tg_buf_appends(&b, "{\"object\":\"list\",\"data\":[");
+    for (size_t i = 0; i < cfg->nmodels && !rc; i++) {
+        const tg_model_route_t *m = &cfg->models[i];
+        rc = tg_buf_appends(&b, i ? ",{\"id\":" : "{\"id\":");
+        if (!rc) rc = tg_buf_json_str(&b, m->id, strlen(m->id));
+        if (!rc) rc = tg_buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":",
+                                    (long long)m->created);
+        if (!rc) rc = tg_buf_json_str(&b, m->provider->name, strlen(m->provider->name));
+        if (!rc) rc = tg_buf_appends(&b, "}");
+    }
+    if (!rc) rc = tg_buf_appends(&b, "]}");
+    if (rc) tg_api_error(w, req, TG_ROUTE_MODELS, 500, "internal_error", "Out of memory.", NULL);
+    else tg_api_send(w, req, TG_ROUTE_MODELS, 200, "application/json", NULL, b.data, b.len);
+    tg_buf_free(&b);
+}

@@ -1,0 +1,315 @@
+/* gateway.c - the application on top of the HTTP server: per-worker context,
+ * routing, authentication, health and metrics endpoints, the access log, and
+ * the writer-thread tick that reloads API keys.
+ *
+ * Each worker owns an upstream client and a ledger completion port on its own
+ * loop, plus a view of the tenancy snapshot; nothing here takes a lock on the
+ * request path. */
+#include "api/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- ids ---------------------------------------------------------------- */
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+void tg_api_new_id(tg_wctx_t *w, char *out, size_t cap, const char *prefix)
+{
+    /* seed (random per worker per process) + counter: unique without a syscall. */
+    uint64_t n = w->id_next++;
+    snprintf(out, cap, "%s%016llx%016llx", prefix, (unsigned long long)w->id_seed,
+             (unsigned long long)mix64(n ^ w->id_seed));
+}
+
+/* ---- responses ------------------------------------------------------------ */
+
+static void access_log(tg_wctx_t *w, tg_req_t *req, int status, const char *request_id,
+                       const char *key_id)
+{
+    if (!w->gw->cfg->access_log) return;
+    uint64_t us = (tg_now_ns() - req->start_ns) / 1000;
+    /* Never the key itself: only its id. */
+    tg_info("access method=%s path=%.*s status=%d us=%llu request_id=%s key_id=%s remote=%s",
+            req->method_str, (int)(req->path_len > 200 ? 200 : req->path_len), req->path, status,
+            (unsigned long long)us, request_id ? request_id : "-",
+            key_id && *key_id ? key_id : "-", req->remote_addr);
+}
+
+void tg_api_log(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *request_id,
+                const char *key_id)
+{
+    tg_metrics_request(w->shard, route, status);
+    access_log(w, req, status, request_id, key_id);
+}
+
+void tg_api_send(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *content_type,
+                 const char *request_id, const void *body, size_t len)
+{
+    tg_header_t h[2];
+    size_t n = 0;
+    h[n++] = (tg_header_t){"Content-Type", 12, content_type, strlen(content_type)};
+    if (request_id) h[n++] = (tg_header_t){"x-request-id", 12, request_id, strlen(request_id)};
+    tg_api_log(w, req, route, status, request_id, NULL);
+    tg_resp_send(req, status, h, n, body, len);
+}
+
+void tg_api_error(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *code,
+                  const char *msg, const char *request_id)
+{
+    const char *type = status >= 500 ? "api_error"
+                       : status == 401 ? "authentication_error"
+                       : status == 404 ? "not_found_error"
+                                       : "invalid_request_error";
+    char body[1024];
+    tg_buf_t b;
+    tg_buf_init(&b, sizeof(body) * 4);
+    if (tg_buf_appends(&b, "{\"error\":{\"message\":") || tg_buf_json_str(&b, msg, strlen(msg)) ||
+        tg_buf_printf(&b, ",\"type\":\"%s\",\"code\":\"%s\"}}", type, code)) {
+        tg_buf_reset(&b);
+        tg_buf_appends(&b, "{\"error\":{\"message\":\"error\",\"type\":\"api_error\"}}");
+    }
+    tg_api_send(w, req, route, status, "application/json", request_id, b.data, b.len);
+    tg_buf_free(&b);
+}
+
+/* ---- authentication ------------------------------------------------------- */
+
+static int bearer(const char *v, const char **tok, size_t *len)
+{
+    if (!v || strncasecmp(v, "Bearer ", 7) != 0) return 0;
+    v += 7;
+    while (*v == ' ') v++;
+    *tok = v;
+    *len = strlen(v);
+    return *len > 0;
+}
+
+int tg_api_auth(tg_wctx_t *w, tg_req_t *req, int route, tg_caller_t *out)
+{
+    const char *tok = NULL;
+    size_t len = 0;
+    const char *xk = tg_req_header(req, "x-api-key");
+    if (xk && *xk) {
+        tok = xk;
+        len = strlen(xk);
+    } else if (!bearer(tg_req_header(req, "authorization"), &tok, &len)) {
+        tg_api_error(w, req, route, 401, "missing_api_key",
+                     "No API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'.",
+                     NULL);
+        return -1;
+    }
+    const tg_key_t *k = NULL;
+    const tg_snapshot_t *snap = tg_tenancy_view_get(&w->view);
+    int rc = snap ? tg_snapshot_auth(snap, tok, len, tg_wall_ms(), &k) : TG_EAUTH;
+    if (rc == TG_EREVOKED) {
+        tg_api_error(w, req, route, 401, "revoked_api_key", "This API key has been revoked.", NULL);
+        return -1;
+    }
+    if (rc == TG_EEXPIRED) {
+        tg_api_error(w, req, route, 401, "expired_api_key", "This API key has expired.", NULL);
+        return -1;
+    }
+    if (rc || !k) {
+        tg_api_error(w, req, route, 401, "invalid_api_key", "Invalid API key.", NULL);
+        return -1;
+    }
+    snprintf(out->id, sizeof(out->id), "%s", k->id);
+    snprintf(out->unit, sizeof(out->unit), "%s", k->unit);
+    snprintf(out->team, sizeof(out->team), "%s", k->team);
+    return 0;
+}
+
+/* ---- health and metrics --------------------------------------------------- */
+
+static int is_loopback(const char *addr)
+{
+    return strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 ||
+           strncmp(addr, "::ffff:127.", 11) == 0;
+}
+
+static void handle_readyz(tg_wctx_t *w, tg_req_t *req)
+{
+    int64_t last = tg_writer_last_ok_ms(w->gw->writer);
+    int ok = last && tg_wall_ms() - last < 5000 && !tg_worker_draining(w->worker);
+    const char *body = ok ? "{\"status\":\"ready\"}" : "{\"status\":\"unavailable\"}";
+    tg_api_send(w, req, TG_ROUTE_READYZ, ok ? 200 : 503, "application/json", NULL, body,
+                strlen(body));
+}
+
+static void handle_metrics(tg_wctx_t *w, tg_req_t *req)
+{
+    /* Token counters name every team: only for the operator's own machine. */
+    if (!is_loopback(req->remote_addr)) {
+        tg_api_error(w, req, TG_ROUTE_METRICS, 403, "forbidden",
+                     "Metrics are served to loopback clients only.", NULL);
+        return;
+    }
+    tg_buf_t b;
+    tg_buf_init(&b, 16 << 20);
+    if (tg_metrics_render(w->gw->metrics, &b)) {
+        tg_buf_free(&b);
+        tg_api_error(w, req, TG_ROUTE_METRICS, 500, "internal_error", "Metrics too large.", NULL);
+        return;
+    }
+    tg_api_send(w, req, TG_ROUTE_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8", NULL,
+                b.data, b.len);
+    tg_buf_free(&b);
+}
+
+static int path_is(const tg_req_t *req, const char *p)
+{
+    size_t n = strlen(p);
+    return req->path_len == n && memcmp(req->path, p, n) == 0;
+}
+
+static void method_not_allowed(tg_wctx_t *w, tg_req_t *req, int route, const char *allow)
+{
+    char msg[96];
+    snprintf(msg, sizeof(msg), "Use %s for this path.", allow);
+    tg_api_error(w, req, route, 405, "method_not_allowed", msg, NULL);
+}
+
+static void handle(tg_req_t *req, void *ctx)
+{
+    (void)ctx;
+    tg_wctx_t *w = tg_worker_data(req->worker);
+    int get = req->method == TG_HTTP_GET || req->method == TG_HTTP_HEAD;
+    if (path_is(req, "/v1/chat/completions")) {
+        if (req->method != TG_HTTP_POST)
+            return method_not_allowed(w, req, TG_ROUTE_CHAT, "POST");
+        return tg_api_chat(w, req);
+    }
+    if (path_is(req, "/v1/models")) {
+        if (!get) return method_not_allowed(w, req, TG_ROUTE_MODELS, "GET");
+        return tg_api_models(w, req);
+    }
+    if (path_is(req, "/healthz")) {
+        if (!get) return method_not_allowed(w, req, TG_ROUTE_HEALTHZ, "GET");
+        return tg_api_send(w, req, TG_ROUTE_HEALTHZ, 200, "application/json", NULL,
+                           "{\"status\":\"ok\"}", 15);
+    }
+    if (path_is(req, "/readyz")) {
+        if (!get) return method_not_allowed(w, req, TG_ROUTE_READYZ, "GET");
+        return handle_readyz(w, req);
+    }
+    if (path_is(req, "/metrics")) {
+        if (!get) return method_not_allowed(w, req, TG_ROUTE_METRICS, "GET");
+        return handle_metrics(w, req);
+    }
+    tg_api_error(w, req, TG_ROUTE_OTHER, 404, "not_found", "No such route.", NULL);
+}
+
+/* ---- worker lifecycle ------------------------------------------------------ */
+
+static void *worker_init(tg_worker_t *worker, uv_loop_t *loop, void *ctx)
+{
+    tg_gateway_t *g = ctx;
+    tg_wctx_t *w = calloc(1, sizeof(*w));
+    if (!w) return NULL;
+    w->gw = g;
+    w->worker = worker;
+    w->loop = loop;
+    w->shard = tg_metrics_shard(g->metrics, tg_worker_index(worker));
+    tg_random(&w->id_seed, sizeof(w->id_seed));
+    tg_tenancy_view_init(&w->view, g->tenancy);
+    if (tg_upstream_create(&w->up, loop) || tg_writer_port_create(&w->port, g->writer, loop)) {
+        tg_error("worker %d: cannot create upstream client or ledger port",
+                 tg_worker_index(worker));
+        abort(); /* start-up only: nothing is in flight yet */
+    }
+    return w;
+}
+
+static void worker_fini(tg_worker_t *worker, void *wdata, void *ctx)
+{
+    tg_wctx_t *w = wdata;
+    if (!w) return;
+    tg_upstream_destroy(w->up);
+    tg_writer_port_close(w->port);
+    tg_tenancy_view_release(&w->view);
+    free(w);
+}
+
+int tg_gateway_create(tg_gateway_t **out, const tg_config_t *cfg, tg_tenancy_t *tenancy,
+                      tg_writer_t *writer, tg_metrics_t *metrics)
+{
+    tg_gateway_t *g = calloc(1, sizeof(*g));
+    if (!g) return TG_ENOMEM;
+    g->cfg = cfg;
+    g->tenancy = tenancy;
+    g->writer = writer;
+    g->metrics = metrics;
+    g->auth_headers = calloc(cfg->nproviders + 1, sizeof(char *));
+    g->chat_urls = calloc(cfg->nproviders + 1, sizeof(char *));
+    if (!g->auth_headers || !g->chat_urls) {
+        tg_gateway_destroy(g);
+        return TG_ENOMEM;
+    }
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        const tg_provider_t *p = &cfg->providers[i];
+        if (p->api_key && asprintf(&g->auth_headers[i], "Authorization: Bearer %s", p->api_key) < 0)
+            g->auth_headers[i] = NULL;
+        if (asprintf(&g->chat_urls[i], "%s/chat/completions", p->base_url) < 0) {
+            g->chat_urls[i] = NULL;
+            tg_gateway_destroy(g);
+            return TG_ENOMEM;
+        }
+    }
+    g->app.handle = handle;
+    g->app.worker_init = worker_init;
+    g->app.worker_fini = worker_fini;
+    g->app.ctx = g;
+    *out = g;
+    return TG_OK;
+}
+
+void tg_gateway_destroy(tg_gateway_t *g)
+{
+    if (!g) return;
+    for (size_t i = 0; i < g->cfg->nproviders; i++) {
+        if (g->auth_headers && g->auth_headers[i]) {
+            memset(g->auth_headers[i], 0, strlen(g->auth_headers[i]));
+            free(g->auth_headers[i]);
+        }
+        if (g->chat_urls) free(g->chat_urls[i]);
+    }
+    free(g->auth_headers);
+    free(g->chat_urls);
+    free(g);
+}
+
+const tg_http_app_t *tg_gateway_app(tg_gateway_t *g)
+{
+    return &g->app;
+}
+
+/* ---- key reload on the writer thread -------------------------------------- */
+
+void tg_gateway_reload_tick(tg_store_t *st, void *ud)
+{
+    static int64_t seen = -1; /* one writer thread per process */
+    tg_tenancy_t *t = ud;
+    int64_t ver;
+    if (tg_store_data_version(st, &ver)) return;
+    /* data_version moves only on other connections' commits; the keys CLI is
+     * one. The first tick always loads. */
+    if (ver == seen) return;
+    tg_key_t *keys = NULL;
+    size_t n = 0;
+    tg_snapshot_t *snap = NULL;
+    if (tg_store_keys_list(st, &keys, &n) == 0 && tg_snapshot_build(&snap, keys, n) == 0) {
+        tg_tenancy_publish(t, snap);
+        if (seen != -1) tg_info("reloaded %zu API keys", n);
+        seen = ver;
+    }
+    free(keys);
+}

@@ -1,0 +1,397 @@
+/* main.c - the tollgate command line: serve, keys, usage.
+ *
+ *   tollgate serve --config FILE [--listen HOST:PORT]
+ *   tollgate keys create --config FILE --team TEAM [--name NAME] [--expires-in SECONDS]
+ *   tollgate keys list --config FILE [--json]
+ *   tollgate keys revoke --config FILE ID_OR_PREFIX
+ *   tollgate usage list --config FILE [--since UNIX_MS] [--until UNIX_MS]
+ *
+ * The subcommands only parse arguments and call the modules; no logic of
+ * their own lives here. */
+#include <cjson/cJSON.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "api/api.h"
+#include "upstream/upstream.h"
+
+#define TG_VERSION "0.1.0"
+
+static const char usage_text[] =
+    "usage:\n"
+    "  tollgate serve --config FILE [--listen HOST:PORT]\n"
+    "  tollgate keys create --config FILE --team TEAM [--name NAME] [--expires-in SECONDS]\n"
+    "  tollgate keys list --config FILE [--json]\n"
+    "  tollgate keys revoke --config FILE ID_OR_PREFIX\n"
+    "  tollgate usage list --config FILE [--since UNIX_MS] [--until UNIX_MS]\n"
+    "  tollgate version\n";
+
+typedef struct {
+    const char *config, *listen, *team, *name, *expires_in, *since, *until;
+    int json;
+    const char *pos[4];
+    int npos;
+} args_t;
+
+static int parse_args(int argc, char **argv, args_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        const char **slot = strcmp(s, "--config") == 0       ? &a->config
+                            : strcmp(s, "--listen") == 0     ? &a->listen
+                            : strcmp(s, "--team") == 0       ? &a->team
+                            : strcmp(s, "--name") == 0       ? &a->name
+                            : strcmp(s, "--expires-in") == 0 ? &a->expires_in
+                            : strcmp(s, "--since") == 0      ? &a->since
+                            : strcmp(s, "--until") == 0      ? &a->until
+                                                             : NULL;
+        if (slot) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "tollgate: %s needs a value\n", s);
+                return -1;
+            }
+            *slot = argv[++i];
+        } else if (strcmp(s, "--json") == 0) {
+            a->json = 1;
+        } else if (s[0] == '-' && s[1] == '-') {
+            fprintf(stderr, "tollgate: unknown option %s\n", s);
+            return -1;
+        } else if (a->npos < 4) {
+            a->pos[a->npos++] = s;
+        } else {
+            fprintf(stderr, "tollgate: too many arguments\n");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static tg_config_t *load_config(const args_t *a)
+{
+    if (!a->config) {
+        fprintf(stderr, "tollgate: --config FILE is required\n%s", usage_text);
+        return NULL;
+    }
+    char err[512];
+    tg_config_t *cfg;
+    if (tg_config_load(&cfg, a->config, err, sizeof(err))) {
+        fprintf(stderr, "tollgate: config error: %s\n", err);
+        return NULL;
+    }
+    tg_log_level = cfg->log_level;
+    return cfg;
+}
+
+static tg_store_t *open_store(const tg_config_t *cfg)
+{
+    tg_store_t *st;
+    int rc = tg_store_open(&st, &cfg->store);
+    if (rc) {
+        fprintf(stderr, "tollgate: cannot open store %s: %s\n", cfg->store.path, tg_strerror(rc));
+        return NULL;
+    }
+    return st;
+}
+
+static int parse_i64(const char *s, const char *what, int64_t *out)
+{
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || v < 0) {
+        fprintf(stderr, "tollgate: %s must be a non-negative integer\n", what);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ---- serve ------------------------------------------------------------------ */
+
+static tg_server_t *g_server;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (g_server) tg_server_stop(g_server);
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void on_commit(const tg_usage_event_t *ev, size_t n, void *ud)
+{
+    tg_metrics_usage(ud, ev, n);
+}
+
+static int cmd_serve(const args_t *a)
+{
+    tg_config_t *cfg = load_config(a);
+    if (!cfg) return 2;
+    char err[256];
+    if (a->listen && tg_config_set_listen(cfg, a->listen, err, sizeof(err))) {
+        fprintf(stderr, "tollgate: %s\n", err);
+        tg_config_free(cfg);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+    int status = 1;
+    tg_tenancy_t *ten = NULL;
+    tg_writer_t *writer = NULL;
+    tg_metrics_t *metrics = NULL;
+    tg_gateway_t *gw = NULL;
+    tg_server_t *srv = NULL;
+    tg_store_t *st = open_store(cfg);
+    if (!st || tg_upstream_global_init() || tg_tenancy_create(&ten)) goto out;
+    /* Keys are loaded before the first request; later changes by the writer tick. */
+    tg_gateway_reload_tick(st, ten);
+    tg_store_close(st);
+    st = NULL;
+    int rc = tg_writer_start(&writer, &cfg->store, cfg->ledger_queue_max);
+    if (rc) {
+        tg_error("cannot start the ledger writer: %s", tg_strerror(rc));
+        goto out;
+    }
+    const char **names = calloc(cfg->nproviders + 1, sizeof(char *));
+    for (size_t i = 0; names && i < cfg->nproviders; i++) names[i] = cfg->providers[i].name;
+    rc = names ? tg_metrics_create(&metrics, cfg->http.workers, cfg->nproviders, names)
+               : TG_ENOMEM;
+    free(names);
+    if (rc) goto out;
+    tg_writer_on_commit(writer, on_commit, metrics);
+    tg_writer_on_tick(writer, 500, tg_gateway_reload_tick, ten);
+    if ((rc = tg_gateway_create(&gw, cfg, ten, writer, metrics)) ||
+        (rc = tg_server_create(&srv, &cfg->http, tg_gateway_app(gw)))) {
+        tg_error("cannot create the server: %s", tg_strerror(rc));
+        goto out;
+    }
+    if ((rc = tg_server_start(srv))) {
+        tg_error("cannot listen on %s:%d: %s", cfg->http.host, cfg->http.port, tg_strerror(rc));
+        goto out;
+    }
+    g_server = srv;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    const char *host = cfg->http.host;
+    int v6 = strchr(host, ':') != NULL;
+    printf("tollgate listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "",
+           tg_server_port(srv));
+    fflush(stdout);
+    tg_info("tollgate %s: %d workers, store %s, %zu models", TG_VERSION, cfg->http.workers,
+            cfg->store.path, cfg->nmodels);
+    tg_server_wait(srv);
+    tg_info("stopped serving; flushing the ledger");
+    status = 0;
+out:
+    g_server = NULL;
+    if (srv) tg_server_destroy(srv);
+    if (writer) tg_writer_stop(writer); /* commits everything still queued */
+    tg_gateway_destroy(gw);
+    tg_metrics_destroy(metrics);
+    if (ten) tg_tenancy_destroy(ten);
+    if (st) tg_store_close(st);
+    tg_upstream_global_cleanup();
+    tg_config_free(cfg);
+    return status;
+}
+
+/* ---- keys ------------------------------------------------------------------- */
+
+static cJSON *key_json(const tg_key_t *k)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", k->id);
+    cJSON_AddStringToObject(o, "unit", k->unit);
+    cJSON_AddStringToObject(o, "team", k->team);
+    cJSON_AddStringToObject(o, "name", k->name);
+    cJSON_AddStringToObject(o, "prefix", k->prefix);
+    cJSON_AddNumberToObject(o, "created_ms", (double)k->created_ms);
+    cJSON_AddNumberToObject(o, "expires_ms", (double)k->expires_ms);
+    cJSON_AddNumberToObject(o, "revoked_ms", (double)k->revoked_ms);
+    return o;
+}
+
+static void print_json(cJSON *j)
+{
+    char *s = cJSON_Print(j);
+    if (s) puts(s);
+    free(s);
+    cJSON_Delete(j);
+}
+
+static int cmd_keys(const args_t *a)
+{
+    const char *sub = a->npos > 1 ? a->pos[1] : "";
+    if (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "revoke")) {
+        fprintf(stderr, "tollgate: keys needs create, list or revoke\n%s", usage_text);
+        return 2;
+    }
+    if (strcmp(sub, "create") == 0 && (!a->team || !a->team[0])) {
+        fprintf(stderr, "tollgate: keys create needs --team TEAM\n");
+        return 2;
+    }
+    if (strcmp(sub, "revoke") == 0 && a->npos < 3) {
+        fprintf(stderr, "tollgate: keys revoke needs a key id or prefix\n");
+        return 2;
+    }
+    int64_t expires_in = 0;
+    if (a->expires_in && parse_i64(a->expires_in, "--expires-in", &expires_in)) return 2;
+    tg_config_t *cfg = load_config(a);
+    if (!cfg) return 2;
+    tg_store_t *st = open_store(cfg);
+    int status = 1, rc;
+    if (!st) goto out;
+    if (strcmp(sub, "create") == 0) {
+        tg_key_t k;
+        char secret[TG_KEY_SECRET_MAX];
+        memset(&k, 0, sizeof(k));
+        if (strlen(a->team) >= sizeof(k.team) || (a->name && strlen(a->name) >= sizeof(k.name))) {
+            fprintf(stderr, "tollgate: --team and --name must be under 64 characters\n");
+            goto out;
+        }
+        if ((rc = tg_key_generate(&k, secret, sizeof(secret)))) goto fail;
+        snprintf(k.team, sizeof(k.team), "%s", a->team);
+        snprintf(k.name, sizeof(k.name), "%s", a->name ? a->name : "");
+        if (expires_in) k.expires_ms = k.created_ms + expires_in * 1000;
+        if ((rc = tg_store_key_insert(st, &k))) goto fail;
+        printf("Created key %s for team %s (prefix %s). It is shown once: store it now.\n", k.id,
+               k.team, k.prefix);
+        printf("%s\n", secret);
+        memset(secret, 0, sizeof(secret));
+        status = 0;
+    } else if (strcmp(sub, "list") == 0) {
+        tg_key_t *keys = NULL;
+        size_t n = 0;
+        if ((rc = tg_store_keys_list(st, &keys, &n))) goto fail;
+        if (a->json) {
+            cJSON *arr = cJSON_CreateArray();
+            for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, key_json(&keys[i]));
+            print_json(arr);
+        } else {
+            printf("%-22s %-12s %-20s %-16s %s\n", "ID", "PREFIX", "TEAM", "NAME", "STATE");
+            int64_t now = tg_wall_ms();
+            for (size_t i = 0; i < n; i++) {
+                const tg_key_t *k = &keys[i];
+                const char *state = k->revoked_ms                             ? "revoked"
+                                    : k->expires_ms && k->expires_ms <= now ? "expired"
+                                                                             : "active";
+                printf("%-22s %-12s %-20s %-16s %s\n", k->id, k->prefix, k->team, k->name, state);
+            }
+        }
+        free(keys);
+        status = 0;
+    } else {
+        rc = tg_store_key_revoke(st, a->pos[2], tg_wall_ms());
+        if (rc == TG_ENOTFOUND) {
+            fprintf(stderr, "tollgate: no active key with id or prefix %s\n", a->pos[2]);
+            goto out;
+        }
+        if (rc == TG_EEXIST) {
+            fprintf(stderr, "tollgate: prefix %s matches several keys; use the key id\n",
+                    a->pos[2]);
+            goto out;
+        }
+        if (rc) goto fail;
+        printf("Revoked %s\n", a->pos[2]);
+        status = 0;
+    }
+    goto out;
+fail:
+    fprintf(stderr, "tollgate: keys %s failed: %s\n", sub, tg_strerror(rc));
+out:
+    if (st) tg_store_close(st);
+    tg_config_free(cfg);
+    return status;
+}
+
+/* ---- usage ------------------------------------------------------------------ */
+
+static cJSON *event_json(const tg_usage_event_t *e)
+{
+    cJSON *o = cJSON_CreateObject();
+#define S(f) cJSON_AddStringToObject(o, #f, e->f)
+#define N(f) cJSON_AddNumberToObject(o, #f, (double)e->f)
+    S(id), S(request_id), N(started_ms), N(ended_ms), S(unit), S(team), S(key_id), S(model);
+    S(upstream_model), S(provider), S(region), S(api);
+    cJSON_AddBoolToObject(o, "streamed", e->streamed);
+    N(status), S(outcome), N(input_tokens), N(output_tokens), N(cache_read_tokens);
+    N(cache_write_tokens), N(images);
+    cJSON_AddStringToObject(o, "token_source",
+                            e->token_source == TG_TOKENS_ESTIMATED ? "estimated" : "provider");
+    N(cost_input), N(cost_output), N(cost_cache_read), N(cost_cache_write), N(cost_images);
+    N(cost_total), S(price_version), N(latency_us), N(ttfb_us);
+#undef S
+#undef N
+    return o;
+}
+
+static int cmd_usage(const args_t *a)
+{
+    if (a->npos < 2 || strcmp(a->pos[1], "list") != 0) {
+        fprintf(stderr, "tollgate: usage needs list\n%s", usage_text);
+        return 2;
+    }
+    int64_t since = 0, until = INT64_MAX;
+    if ((a->since && parse_i64(a->since, "--since", &since)) ||
+        (a->until && parse_i64(a->until, "--until", &until)))
+        return 2;
+    tg_config_t *cfg = load_config(a);
+    if (!cfg) return 2;
+    tg_store_t *st = open_store(cfg);
+    int status = 1;
+    tg_usage_event_t *ev = NULL;
+    size_t n = 0;
+    if (st) {
+        int rc = tg_store_usage_list(st, since, until, &ev, &n);
+        if (rc) {
+            fprintf(stderr, "tollgate: usage list failed: %s\n", tg_strerror(rc));
+        } else {
+            cJSON *arr = cJSON_CreateArray();
+            for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, event_json(&ev[i]));
+            print_json(arr);
+            status = 0;
+        }
+        free(ev);
+        tg_store_close(st);
+    }
+    tg_config_free(cfg);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    args_t a;
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return 2;
+    }
+    if (parse_args(argc - 1, argv + 1, &a)) return 2;
+    const char *cmd = a.npos ? a.pos[0] : "";
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(&a);
+    if (strcmp(cmd, "keys") == 0) return cmd_keys(&a);
+    if (strcmp(cmd, "usage") == 0) return cmd_usage(&a);
+    if (strcmp(cmd, "version") == 0) {
+        printf("tollgate %s\n", TG_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    fprintf(stderr, "tollgate: unknown command '%s'\n%s", cmd, usage_text);
+    return 2;
+}

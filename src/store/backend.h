@@ -1,0 +1,36 @@
+/* backend.h - private to src/store: the table of functions a store backend
+ * provides, so SQLite today and PostgreSQL later sit behind the same public
+ * tg_store_* functions (store.c dispatches; nothing outside this folder sees
+ * this header).
+ *
+ * A backend's connection struct embeds tg_store_t as its first member, so the
+ * public handle and the backend's own struct are the same pointer. */
+#ifndef TG_STORE_BACKEND_H
+#define TG_STORE_BACKEND_H
+
+#include "store/store.h"
+
+typedef struct tg_store_backend {
+    const char *name; /* matched against tg_store_config_t.driver */
+    int (*open)(tg_store_t **out, const tg_store_config_t *cfg);
+    void (*close)(tg_store_t *st);
+    int (*schema_version)(tg_store_t *st);
+    int (*ping)(tg_store_t *st);
+    int (*data_version)(tg_store_t *st, int64_t *out);
+    int (*key_insert)(tg_store_t *st, const tg_key_t *k);
+    int (*key_revoke)(tg_store_t *st, const char *id_or_prefix, int64_t now_ms);
+    int (*keys_list)(tg_store_t *st, tg_key_t **out, size_t *n);
+    int (*usage_append)(tg_store_t *st, const tg_usage_event_t *ev, size_t n);
+    int (*usage_list)(tg_store_t *st, int64_t from_ms, int64_t to_ms, tg_usage_event_t **out,
+                      size_t *n);
+    int (*usage_count)(tg_store_t *st, int64_t *out);
+} tg_store_backend_t;
+
+/* The common head of every backend connection. */
+struct tg_store {
+    const tg_store_backend_t *be;
+};
+
+extern const tg_store_backend_t tg_store_sqlite_backend;
+
+#endif

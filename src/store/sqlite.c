@@ -1,0 +1,686 @@
+/* sqlite.c - the embedded store backend: keys and the usage ledger in one
+ * SQLite file.
+ *
+ * Why it is built this way:
+ * - WAL with synchronous=NORMAL: a commit is in the WAL (the OS page cache)
+ *   when COMMIT returns, so it survives the process being killed; only a
+ *   power cut can lose the last commits. synchronous=FULL (fsync per commit)
+ *   is an option for those who need that too.
+ * - Migrations are an append-only array of SQL scripts; the database records
+ *   in schema_version which ones it has, and each runs in its own
+ *   transaction, so a crash mid-migration leaves a consistent version.
+ * - Rows map to structs through one table of field descriptors per struct,
+ *   used both to bind an INSERT and to read a SELECT, so the two cannot drift
+ *   apart; the CREATE TABLE in the migration names the same columns.
+ * - Statements are prepared once per connection and kept (cached by id).
+ *
+ * A connection is used by one thread at a time (SQLITE_OPEN_NOMUTEX): the CLI
+ * and start-up use theirs, the writer thread owns its own. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include "core/core.h"
+#include "store/backend.h"
+
+/* ---- schema ---------------------------------------------------------------- */
+
+/* Bootstrap: exists before any migration so the version can be read. */
+static const char schema_version_sql[] = "CREATE TABLE IF NOT EXISTS schema_version ("
+                                         " version INTEGER PRIMARY KEY,"
+                                         " applied_ms INTEGER NOT NULL)";
+
+/* Append only: never edit a migration that has shipped, add the next one.
+ * Migration i (0-based) brings the schema to version i + 1. */
+static const char *const migrations[] = {
+    /* 1: keys and the usage ledger. */
+    "CREATE TABLE keys ("
+    " id TEXT PRIMARY KEY,"
+    " unit TEXT NOT NULL DEFAULT '',"
+    " team TEXT NOT NULL,"
+    " name TEXT NOT NULL DEFAULT '',"
+    " prefix TEXT NOT NULL,"
+    " hash BLOB NOT NULL UNIQUE,"
+    " created_ms INTEGER NOT NULL,"
+    " expires_ms INTEGER NOT NULL DEFAULT 0,"
+    " revoked_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX keys_prefix ON keys(prefix);"
+    "CREATE TABLE usage_events ("
+    " id TEXT PRIMARY KEY,"
+    " request_id TEXT NOT NULL,"
+    " started_ms INTEGER NOT NULL,"
+    " ended_ms INTEGER NOT NULL,"
+    " unit TEXT NOT NULL,"
+    " team TEXT NOT NULL,"
+    " key_id TEXT NOT NULL,"
+    " model TEXT NOT NULL,"
+    " upstream_model TEXT NOT NULL,"
+    " provider TEXT NOT NULL,"
+    " region TEXT NOT NULL,"
+    " api TEXT NOT NULL,"
+    " streamed INTEGER NOT NULL,"
+    " status INTEGER NOT NULL,"
+    " outcome TEXT NOT NULL,"
+    " input_tokens INTEGER NOT NULL,"
+    " output_tokens INTEGER NOT NULL,"
+    " cache_read_tokens INTEGER NOT NULL,"
+    " cache_write_tokens INTEGER NOT NULL,"
+    " images INTEGER NOT NULL,"
+    " token_source INTEGER NOT NULL,"
+    " cost_input INTEGER NOT NULL,"
+    " cost_output INTEGER NOT NULL,"
+    " cost_cache_read INTEGER NOT NULL,"
+    " cost_cache_write INTEGER NOT NULL,"
+    " cost_images INTEGER NOT NULL,"
+    " cost_total INTEGER NOT NULL,"
+    " price_version TEXT NOT NULL,"
+    " latency_us INTEGER NOT NULL,"
+    " ttfb_us INTEGER NOT NULL);"
+    "CREATE INDEX usage_events_started ON usage_events(started_ms);"
+    "CREATE INDEX usage_events_team_started ON usage_events(team, started_ms);",
+};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+/* ---- row <-> struct mapping ------------------------------------------------ */
+
+enum { F_TEXT, F_BLOB, F_I64, F_INT };
+
+typedef struct {
+    const char *col;
+    int kind;
+    size_t off;
+    size_t size; /* bytes of the char/uint8_t array for TEXT and BLOB */
+} field_t;
+
+#define FLD(T, f, k) {#f, k, offsetof(T, f), sizeof(((T *)0)->f)}
+
+static const field_t key_fields[] = {
+    FLD(tg_key_t, id, F_TEXT),         FLD(tg_key_t, unit, F_TEXT),
+    FLD(tg_key_t, team, F_TEXT),       FLD(tg_key_t, name, F_TEXT),
+    FLD(tg_key_t, prefix, F_TEXT),     FLD(tg_key_t, hash, F_BLOB),
+    FLD(tg_key_t, created_ms, F_I64),  FLD(tg_key_t, expires_ms, F_I64),
+    FLD(tg_key_t, revoked_ms, F_I64),
+};
+
+#define UFLD(f, k) FLD(tg_usage_event_t, f, k)
+static const field_t usage_fields[] = {
+    UFLD(id, F_TEXT),
+    UFLD(request_id, F_TEXT),
+    UFLD(started_ms, F_I64),
+    UFLD(ended_ms, F_I64),
+    UFLD(unit, F_TEXT),
+    UFLD(team, F_TEXT),
+    UFLD(key_id, F_TEXT),
+    UFLD(model, F_TEXT),
+    UFLD(upstream_model, F_TEXT),
+    UFLD(provider, F_TEXT),
+    UFLD(region, F_TEXT),
+    UFLD(api, F_TEXT),
+    UFLD(streamed, F_INT),
+    UFLD(status, F_INT),
+    UFLD(outcome, F_TEXT),
+    UFLD(input_tokens, F_I64),
+    UFLD(output_tokens, F_I64),
+    UFLD(cache_read_tokens, F_I64),
+    UFLD(cache_write_tokens, F_I64),
+    UFLD(images, F_I64),
+    UFLD(token_source, F_INT),
+    UFLD(cost_input, F_I64),
+    UFLD(cost_output, F_I64),
+    UFLD(cost_cache_read, F_I64),
+    UFLD(cost_cache_write, F_I64),
+    UFLD(cost_images, F_I64),
+    UFLD(cost_total, F_I64),
+    UFLD(price_version, F_TEXT),
+    UFLD(latency_us, F_I64),
+    UFLD(ttfb_us, F_I64),
+};
+
+#define NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Binds fields to parameters first..first+n-1 of st. Text is bounded by
+ * its array (strnlen) so an unterminated field cannot be over-read. */
+static int bind_row(sqlite3_stmt *st, int first, const field_t *f, size_t n, const void *row)
+{
+    const char *base = row;
+    int rc = SQLITE_OK;
+    for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+        const char *p = base + f[i].off;
+        int idx = first + (int)i;
+        switch (f[i].kind) {
+        case F_TEXT:
+            rc = sqlite3_bind_text(st, idx, p, (int)strnlen(p, f[i].size), SQLITE_STATIC);
+            break;
+        case F_BLOB: rc = sqlite3_bind_blob(st, idx, p, (int)f[i].size, SQLITE_STATIC); break;
+        case F_I64: rc = sqlite3_bind_int64(st, idx, *(const int64_t *)(const void *)p); break;
+        case F_INT: rc = sqlite3_bind_int(st, idx, *(const int *)(const void *)p); break;
+        }
+    }
+    return rc;
+}
+
+/* Reads the current result row into row (already zeroed). Oversized text or
+ * blobs written by another tool are truncated to the field, never overflow. */
+static void read_row(sqlite3_stmt *st, const field_t *f, size_t n, void *row)
+{
+    char *base = row;
+    for (size_t i = 0; i < n; i++) {
+        char *p = base + f[i].off;
+        int col = (int)i;
+        switch (f[i].kind) {
+        case F_TEXT: {
+            const unsigned char *t = sqlite3_column_text(st, col);
+            size_t len = (size_t)sqlite3_column_bytes(st, col);
+            if (len > f[i].size - 1) len = f[i].size - 1;
+            if (t) memcpy(p, t, len);
+            p[len] = '\0';
+            break;
+        }
+        case F_BLOB: {
+            const void *b = sqlite3_column_blob(st, col);
+            size_t len = (size_t)sqlite3_column_bytes(st, col);
+            if (len > f[i].size) len = f[i].size;
+            if (b) memcpy(p, b, len);
+            break;
+        }
+        case F_I64: *(int64_t *)(void *)p = sqlite3_column_int64(st, col); break;
+        case F_INT: *(int *)(void *)p = sqlite3_column_int(st, col); break;
+        }
+    }
+}
+
+/* ---- connection and statement cache ---------------------------------------- */
+
+enum {
+    S_BEGIN,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_VERSION,
+    S_VERSION_ADD,
+    S_PING,
+    S_DATA_VERSION,
+    S_KEY_INSERT,
+    S_KEY_LIST,
+    S_KEY_MATCH,
+    S_KEY_REVOKE,
+    S_USAGE_INSERT,
+    S_USAGE_LIST,
+    S_USAGE_COUNT,
+    S__COUNT
+};
+
+typedef struct {
+    tg_store_t base; /* first: the public handle is this struct */
+    sqlite3 *db;
+    sqlite3_stmt *stmts[S__COUNT]; /* prepared on first use, finalized at close */
+} tg_sqlite_t;
+
+/* Fixed statements; NULL entries are generated from the field tables. */
+static const char *const stmt_sql[S__COUNT] = {
+    [S_BEGIN] = "BEGIN IMMEDIATE", /* take the write lock up front: no deadlock on upgrade */
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_VERSION] = "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+    [S_VERSION_ADD] = "INSERT INTO schema_version (version, applied_ms) VALUES (?1, ?2)",
+    [S_PING] = "SELECT 1",
+    [S_DATA_VERSION] = "PRAGMA data_version",
+    [S_KEY_MATCH] = "SELECT id FROM keys WHERE (id = ?1 OR prefix = ?1) AND revoked_ms = 0 LIMIT 2",
+    [S_KEY_REVOKE] = "UPDATE keys SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms = 0",
+    [S_USAGE_COUNT] = "SELECT COUNT(*) FROM usage_events",
+};
+
+static void append_cols(tg_buf_t *b, const field_t *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) tg_buf_printf(b, "%s%s", i ? ", " : "", f[i].col);
+}
+
+static void append_insert(tg_buf_t *b, const char *verb, const char *table, const field_t *f,
+                          size_t n)
+{
+    tg_buf_printf(b, "%s INTO %s (", verb, table);
+    append_cols(b, f, n);
+    tg_buf_appends(b, ") VALUES (");
+    for (size_t i = 0; i < n; i++) tg_buf_appends(b, i ? ", ?" : "?");
+    tg_buf_appends(b, ")");
+}
+
+/* Writes the SQL of a generated statement into b. */
+static void generated_sql(int id, tg_buf_t *b)
+{
+    switch (id) {
+    case S_KEY_INSERT: append_insert(b, "INSERT", "keys", key_fields, NFIELDS(key_fields)); break;
+    case S_KEY_LIST:
+        tg_buf_appends(b, "SELECT ");
+        append_cols(b, key_fields, NFIELDS(key_fields));
+        tg_buf_appends(b, " FROM keys ORDER BY created_ms, id");
+        break;
+    case S_USAGE_INSERT:
+        /* OR IGNORE: re-appending an event (a retried batch) is a no-op. */
+        append_insert(b, "INSERT OR IGNORE", "usage_events", usage_fields, NFIELDS(usage_fields));
+        break;
+    case S_USAGE_LIST:
+        tg_buf_appends(b, "SELECT ");
+        append_cols(b, usage_fields, NFIELDS(usage_fields));
+        tg_buf_appends(b, " FROM usage_events WHERE started_ms >= ?1 AND started_ms < ?2"
+                          " ORDER BY started_ms, id");
+        break;
+    }
+}
+
+/* Maps a SQLite result code to a TG_E* code, logging what failed (a
+ * constraint is an expected answer, not a fault, so it is not logged). */
+static int sq_fail(tg_sqlite_t *s, int rc, const char *what)
+{
+    switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT: return TG_EEXIST;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: tg_warn("store: %s: %s", what, sqlite3_errmsg(s->db)); return TG_EBUSY;
+    case SQLITE_NOMEM: return TG_ENOMEM;
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+        tg_error("store: %s: %s", what, sqlite3_errmsg(s->db));
+        return TG_EIO;
+    default: tg_error("store: %s: %s", what, sqlite3_errmsg(s->db)); return TG_ESTORE;
+    }
+}
+
+/* The cached statement id, prepared on first use; NULL on failure (*err set). */
+static sqlite3_stmt *stmt_get(tg_sqlite_t *s, int id, int *err)
+{
+    if (s->stmts[id]) return s->stmts[id];
+    tg_buf_t b;
+    tg_buf_init(&b, 0);
+    const char *sql = stmt_sql[id];
+    if (!sql) {
+        generated_sql(id, &b);
+        if (!b.data) {
+            *err = TG_ENOMEM;
+            return NULL;
+        }
+        sql = b.data;
+    }
+    int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->stmts[id], NULL);
+    tg_buf_free(&b);
+    if (rc != SQLITE_OK) {
+        *err = sq_fail(s, rc, "prepare");
+        s->stmts[id] = NULL;
+        return NULL;
+    }
+    return s->stmts[id];
+}
+
+/* Every use of a cached statement ends here: an un-reset SELECT would keep
+ * a read transaction open and pin the WAL. */
+static void stmt_done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* Runs a statement that returns no rows (or whose rows are ignored). */
+static int run(tg_sqlite_t *s, int id, const char *what)
+{
+    int err = 0;
+    sqlite3_stmt *st = stmt_get(s, id, &err);
+    if (!st) return err;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) continue;
+    stmt_done(st);
+    return rc == SQLITE_DONE ? 0 : sq_fail(s, rc, what);
+}
+
+/* Runs a one-row, one-integer query. */
+static int query_i64(tg_sqlite_t *s, int id, int64_t *out, const char *what)
+{
+    int err = 0;
+    sqlite3_stmt *st = stmt_get(s, id, &err);
+    if (!st) return err;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *out = sqlite3_column_int64(st, 0);
+    stmt_done(st);
+    return rc == SQLITE_ROW ? 0 : sq_fail(s, rc, what);
+}
+
+static int tx_begin(tg_sqlite_t *s)
+{
+    return run(s, S_BEGIN, "begin");
+}
+
+static int tx_commit(tg_sqlite_t *s)
+{
+    int err = run(s, S_COMMIT, "commit");
+    /* A failed COMMIT may leave the transaction open; never leave it so. */
+    if (err && !sqlite3_get_autocommit(s->db)) run(s, S_ROLLBACK, "rollback");
+    return err;
+}
+
+static void tx_rollback(tg_sqlite_t *s)
+{
+    if (!sqlite3_get_autocommit(s->db)) run(s, S_ROLLBACK, "rollback");
+}
+
+/* ---- open, migrate, close ----------------------------------------------------- */
+
+/* mkdir -p of the directory holding path. */
+static int make_parent_dirs(const char *path)
+{
+    if (strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0) return 0;
+    size_t len = strlen(path);
+    char *dir = malloc(len + 1);
+    if (!dir) return TG_ENOMEM;
+    memcpy(dir, path, len + 1);
+    char *slash = strrchr(dir, '/');
+    int err = 0;
+    if (slash && slash != dir) {
+        *slash = '\0';
+        for (char *p = dir + 1; !err; p++) {
+            if (*p != '/' && *p != '\0') continue;
+            char c = *p;
+            *p = '\0';
+            struct stat sb;
+            if (mkdir(dir, 0750) != 0 && errno != EEXIST) err = TG_EIO;
+            else if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) err = TG_EIO;
+            if (err) tg_error("store: cannot create directory %s: %s", dir, strerror(errno));
+            *p = c;
+            if (c == '\0') break;
+        }
+    }
+    free(dir);
+    return err;
+}
+
+static int exec_sql(tg_sqlite_t *s, const char *sql, const char *what)
+{
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : sq_fail(s, rc, what);
+}
+
+static int sq_schema_version(tg_store_t *st)
+{
+    int64_t v = 0;
+    int err = query_i64((tg_sqlite_t *)st, S_VERSION, &v, "schema version");
+    return err ? err : (int)v;
+}
+
+/* Applies the missing migrations, one transaction each. The version is
+ * re-read inside the write lock because another process may be migrating
+ * the same file at the same moment. */
+static int migrate(tg_sqlite_t *s)
+{
+    int err = exec_sql(s, schema_version_sql, "create schema_version");
+    if (err) return err;
+    int cur = sq_schema_version(&s->base);
+    if (cur < 0) return cur;
+    if (cur > SCHEMA_VERSION) {
+        tg_error("store: database schema version %d is newer than this build's %d", cur,
+                 SCHEMA_VERSION);
+        return TG_ESTORE;
+    }
+    for (int v = cur + 1; v <= SCHEMA_VERSION; v++) {
+        if ((err = tx_begin(s))) return err;
+        int now = sq_schema_version(&s->base);
+        if (now < 0) err = now;
+        else if (now < v) {
+            err = exec_sql(s, migrations[v - 1], "migrate");
+            sqlite3_stmt *st = err ? NULL : stmt_get(s, S_VERSION_ADD, &err);
+            if (st) {
+                sqlite3_bind_int(st, 1, v);
+                sqlite3_bind_int64(st, 2, tg_wall_ms());
+                int rc = sqlite3_step(st);
+                stmt_done(st);
+                if (rc != SQLITE_DONE) err = sq_fail(s, rc, "record schema version");
+            }
+        }
+        if (err) {
+            tx_rollback(s);
+            return err;
+        }
+        if ((err = tx_commit(s))) return err;
+        tg_debug("store: schema at version %d", v);
+    }
+    return 0;
+}
+
+/* journal_mode answers with the mode now in force, which may not be WAL
+ * (for example on a file system without shared memory). */
+static int set_wal(tg_sqlite_t *s, const char *path)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+    if (rc != SQLITE_OK) return sq_fail(s, rc, "journal_mode");
+    rc = sqlite3_step(st);
+    const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+    int err = 0;
+    if (rc != SQLITE_ROW) err = sq_fail(s, rc, "journal_mode");
+    else if (!mode || (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0)) {
+        tg_error("store: %s: cannot use WAL (journal_mode is %s)", path, mode ? mode : "?");
+        err = TG_ESTORE;
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+static void sq_close(tg_store_t *st)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    if (!s) return;
+    for (int i = 0; i < S__COUNT; i++) sqlite3_finalize(s->stmts[i]);
+    if (s->db) {
+        /* Cheap on close; keeps the query planner's statistics current. */
+        sqlite3_exec(s->db, "PRAGMA optimize", NULL, NULL, NULL);
+        sqlite3_close_v2(s->db);
+    }
+    free(s);
+}
+
+static int sq_open(tg_store_t **out, const tg_store_config_t *cfg)
+{
+    int err = make_parent_dirs(cfg->path);
+    if (err) return err;
+    tg_sqlite_t *s = calloc(1, sizeof(*s));
+    if (!s) return TG_ENOMEM;
+    s->base.be = &tg_store_sqlite_backend;
+    int rc = sqlite3_open_v2(cfg->path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        tg_error("store: cannot open %s: %s", cfg->path,
+                 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        sq_close(&s->base);
+        return rc == SQLITE_NOMEM ? TG_ENOMEM : TG_EIO;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, cfg->busy_timeout_ms ? (int)cfg->busy_timeout_ms : 5000);
+    err = set_wal(s, cfg->path);
+    if (!err)
+        err = exec_sql(s,
+                       cfg->synchronous_full ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON"
+                                             : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON",
+                       "pragmas");
+    if (!err) err = migrate(s);
+    if (err) {
+        sq_close(&s->base);
+        return err;
+    }
+    *out = &s->base;
+    return 0;
+}
+
+static int sq_ping(tg_store_t *st)
+{
+    int64_t one = 0;
+    return query_i64((tg_sqlite_t *)st, S_PING, &one, "ping");
+}
+
+static int sq_data_version(tg_store_t *st, int64_t *out)
+{
+    return query_i64((tg_sqlite_t *)st, S_DATA_VERSION, out, "data_version");
+}
+
+/* ---- keys ------------------------------------------------------------------ */
+
+static int sq_key_insert(tg_store_t *st, const tg_key_t *k)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int err = 0;
+    sqlite3_stmt *ins = stmt_get(s, S_KEY_INSERT, &err);
+    if (!ins) return err;
+    int rc = bind_row(ins, 1, key_fields, NFIELDS(key_fields), k);
+    if (rc == SQLITE_OK) rc = sqlite3_step(ins);
+    stmt_done(ins);
+    return rc == SQLITE_DONE ? 0 : sq_fail(s, rc, "insert key");
+}
+
+/* Looks up the active keys matching, then revokes only if exactly one did,
+ * all inside one write transaction so the answer cannot go stale. */
+static int sq_key_revoke(tg_store_t *st, const char *id_or_prefix, int64_t now_ms)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    /* revoked_ms == 0 means active, so a revocation must carry a real time. */
+    if (!id_or_prefix || !id_or_prefix[0] || now_ms <= 0) return TG_EINVAL;
+    int err = tx_begin(s);
+    if (err) return err;
+    sqlite3_stmt *q = stmt_get(s, S_KEY_MATCH, &err);
+    char id[sizeof(((tg_key_t *)0)->id)] = "";
+    int matched = 0, rc = SQLITE_OK;
+    if (q) {
+        sqlite3_bind_text(q, 1, id_or_prefix, -1, SQLITE_STATIC);
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            if (matched++ == 0) {
+                const char *t = (const char *)sqlite3_column_text(q, 0);
+                snprintf(id, sizeof(id), "%s", t ? t : "");
+            }
+        }
+        stmt_done(q);
+        if (rc != SQLITE_DONE) err = sq_fail(s, rc, "find key");
+    }
+    if (!err && matched == 0) err = TG_ENOTFOUND;
+    if (!err && matched > 1) err = TG_EEXIST; /* an ambiguous prefix revokes nothing */
+    sqlite3_stmt *u = err ? NULL : stmt_get(s, S_KEY_REVOKE, &err);
+    if (u) {
+        sqlite3_bind_text(u, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(u, 2, now_ms);
+        rc = sqlite3_step(u);
+        stmt_done(u);
+        if (rc != SQLITE_DONE) err = sq_fail(s, rc, "revoke key");
+    }
+    if (err) {
+        tx_rollback(s);
+        return err;
+    }
+    return tx_commit(s);
+}
+
+/* Collects every row of a prepared SELECT into a malloc'ed array of structs
+ * described by f; the caller frees *out. */
+static int list_rows(tg_sqlite_t *s, sqlite3_stmt *st, const field_t *f, size_t nf, size_t elem,
+                     void **out, size_t *n)
+{
+    char *arr = NULL;
+    size_t len = 0, cap = 0;
+    int rc, err = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            char *p = realloc(arr, ncap * elem);
+            if (!p) {
+                err = TG_ENOMEM;
+                break;
+            }
+            arr = p;
+            cap = ncap;
+        }
+        char *row = arr + len * elem;
+        memset(row, 0, elem);
+        read_row(st, f, nf, row);
+        len++;
+    }
+    if (!err && rc != SQLITE_DONE) err = sq_fail(s, rc, "list");
+    stmt_done(st);
+    if (err) {
+        free(arr);
+        return err;
+    }
+    *out = arr;
+    *n = len;
+    return 0;
+}
+
+static int sq_keys_list(tg_store_t *st, tg_key_t **out, size_t *n)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int err = 0;
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *q = stmt_get(s, S_KEY_LIST, &err);
+    if (!q) return err;
+    void *arr = NULL;
+    err = list_rows(s, q, key_fields, NFIELDS(key_fields), sizeof(tg_key_t), &arr, n);
+    *out = arr;
+    return err;
+}
+
+/* ---- usage ledger ------------------------------------------------------------ */
+
+static int sq_usage_append(tg_store_t *st, const tg_usage_event_t *ev, size_t n)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    if (n == 0) return 0;
+    int err = 0;
+    sqlite3_stmt *ins = stmt_get(s, S_USAGE_INSERT, &err);
+    if (!ins) return err;
+    if ((err = tx_begin(s))) return err;
+    for (size_t i = 0; i < n && !err; i++) {
+        int rc = bind_row(ins, 1, usage_fields, NFIELDS(usage_fields), &ev[i]);
+        if (rc == SQLITE_OK) rc = sqlite3_step(ins);
+        if (rc != SQLITE_DONE) err = sq_fail(s, rc, "append usage");
+        stmt_done(ins);
+    }
+    if (err) {
+        tx_rollback(s);
+        return err;
+    }
+    return tx_commit(s);
+}
+
+static int sq_usage_list(tg_store_t *st, int64_t from_ms, int64_t to_ms, tg_usage_event_t **out,
+                         size_t *n)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int err = 0;
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *q = stmt_get(s, S_USAGE_LIST, &err);
+    if (!q) return err;
+    sqlite3_bind_int64(q, 1, from_ms);
+    sqlite3_bind_int64(q, 2, to_ms);
+    void *arr = NULL;
+    err = list_rows(s, q, usage_fields, NFIELDS(usage_fields), sizeof(tg_usage_event_t), &arr, n);
+    *out = arr;
+    return err;
+}
+
+static int sq_usage_count(tg_store_t *st, int64_t *out)
+{
+    return query_i64((tg_sqlite_t *)st, S_USAGE_COUNT, out, "count usage");
+}
+
+const tg_store_backend_t tg_store_sqlite_backend = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .schema_version = sq_schema_version,
+    .ping = sq_ping,
+    .data_version = sq_data_version,
+    .key_insert = sq_key_insert,
+    .key_revoke = sq_key_revoke,
+    .keys_list = sq_keys_list,
+    .usage_append = sq_usage_append,
+    .usage_list = sq_usage_list,
+    .usage_count = sq_usage_count,
+};
