@@ -22,7 +22,14 @@ void tg_gateway_destroy(tg_gateway_t *g);
 /* The callbacks to give tg_server_create. */
 const tg_http_app_t *tg_gateway_app(tg_gateway_t *g);
 
-/* Writer-thread tick: reloads the key snapshot when the store changed. */
-void tg_gateway_reload_tick(tg_store_t *st, void *tenancy);
+/* Reloads the key snapshot when the store changed. data_version numbers are
+ * per connection, so a reloader serves one connection: set seen to -1 to
+ * force the next load (always done for a new connection). */
+typedef struct {
+    tg_tenancy_t *tenancy;
+    int64_t seen;
+} tg_key_reloader_t;
+/* A tg_writer_on_tick callback; ud is a tg_key_reloader_t. */
+void tg_gateway_reload_tick(tg_store_t *st, void *ud);
 
 #endif

@@ -296,20 +296,19 @@ const tg_http_app_t *tg_gateway_app(tg_gateway_t *g)
 
 void tg_gateway_reload_tick(tg_store_t *st, void *ud)
 {
-    static int64_t seen = -1; /* one writer thread per process */
-    tg_tenancy_t *t = ud;
+    tg_key_reloader_t *r = ud;
     int64_t ver;
     if (tg_store_data_version(st, &ver)) return;
     /* data_version moves only on other connections' commits; the keys CLI is
      * one. The first tick always loads. */
-    if (ver == seen) return;
+    if (ver == r->seen) return;
     tg_key_t *keys = NULL;
     size_t n = 0;
     tg_snapshot_t *snap = NULL;
     if (tg_store_keys_list(st, &keys, &n) == 0 && tg_snapshot_build(&snap, keys, n) == 0) {
-        tg_tenancy_publish(t, snap);
-        if (seen != -1) tg_info("reloaded %zu API keys", n);
-        seen = ver;
+        tg_tenancy_publish(r->tenancy, snap);
+        if (r->seen != -1) tg_info("reloaded %zu API keys", n);
+        r->seen = ver;
     }
     free(keys);
 }

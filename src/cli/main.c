@@ -152,10 +152,14 @@ static int cmd_serve(const args_t *a)
     tg_metrics_t *metrics = NULL;
     tg_gateway_t *gw = NULL;
     tg_server_t *srv = NULL;
+    tg_key_reloader_t reloader = {NULL, -1};
     tg_store_t *st = open_store(cfg);
     if (!st || tg_upstream_global_init() || tg_tenancy_create(&ten)) goto out;
-    /* Keys are loaded before the first request; later changes by the writer tick. */
-    tg_gateway_reload_tick(st, ten);
+    /* Keys are loaded before the first request; later changes by the writer
+     * tick, whose own connection starts over (seen = -1: its first tick loads). */
+    reloader.tenancy = ten;
+    tg_gateway_reload_tick(st, &reloader);
+    reloader.seen = -1;
     tg_store_close(st);
     st = NULL;
     int rc = tg_writer_start(&writer, &cfg->store, cfg->ledger_queue_max);
@@ -170,7 +174,7 @@ static int cmd_serve(const args_t *a)
     free(names);
     if (rc) goto out;
     tg_writer_on_commit(writer, on_commit, metrics);
-    tg_writer_on_tick(writer, 500, tg_gateway_reload_tick, ten);
+    tg_writer_on_tick(writer, 500, tg_gateway_reload_tick, &reloader);
     if ((rc = tg_gateway_create(&gw, cfg, ten, writer, metrics)) ||
         (rc = tg_server_create(&srv, &cfg->http, tg_gateway_app(gw)))) {
         tg_error("cannot create the server: %s", tg_strerror(rc));

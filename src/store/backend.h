@@ -26,6 +26,22 @@ typedef struct tg_store_backend {
     int (*usage_count)(tg_store_t *st, int64_t *out);
 } tg_store_backend_t;
 
+/* One column of a row, described once: backends use the table to bind and
+ * read rows (column name = field name), the writer to log an event it could
+ * not commit. */
+enum { TG_FIELD_TEXT, TG_FIELD_BLOB, TG_FIELD_I64, TG_FIELD_INT };
+typedef struct {
+    const char *name;
+    int kind;
+    size_t off;
+    size_t size; /* bytes of the char/uint8_t array for TEXT and BLOB */
+} tg_store_field_t;
+
+extern const tg_store_field_t tg_store_key_fields[];
+extern const size_t tg_store_key_nfields;
+extern const tg_store_field_t tg_store_usage_fields[];
+extern const size_t tg_store_usage_nfields;
+
 /* The common head of every backend connection. */
 struct tg_store {
     const tg_store_backend_t *be;

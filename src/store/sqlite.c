@@ -3,21 +3,22 @@
  *
  * Why it is built this way:
  * - WAL with synchronous=NORMAL: a commit is in the WAL (the OS page cache)
- *   when COMMIT returns, so it survives the process being killed; only a
- *   power cut can lose the last commits. synchronous=FULL (fsync per commit)
+ *   when COMMIT returns, so it survives the process being killed; only an
+ *   OS crash or power cut can lose the last commits. synchronous=FULL (fsync per commit)
  *   is an option for those who need that too.
  * - Migrations are an append-only array of SQL scripts; the database records
  *   in schema_version which ones it has, and each runs in its own
  *   transaction, so a crash mid-migration leaves a consistent version.
- * - Rows map to structs through one table of field descriptors per struct,
- *   used both to bind an INSERT and to read a SELECT, so the two cannot drift
- *   apart; the CREATE TABLE in the migration names the same columns.
+ * - Rows map to structs through the field tables of store.c, used both to
+ *   bind an INSERT and to read a SELECT, so the two cannot drift apart; the
+ *   CREATE TABLE in the migration names the same columns.
  * - Statements are prepared once per connection and kept (cached by id).
  *
  * A connection is used by one thread at a time (SQLITE_OPEN_NOMUTEX): the CLI
  * and start-up use theirs, the writer thread owns its own. */
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sqlite3.h>
@@ -86,60 +87,7 @@ static const char *const migrations[] = {
 
 /* ---- row <-> struct mapping ------------------------------------------------ */
 
-enum { F_TEXT, F_BLOB, F_I64, F_INT };
-
-typedef struct {
-    const char *col;
-    int kind;
-    size_t off;
-    size_t size; /* bytes of the char/uint8_t array for TEXT and BLOB */
-} field_t;
-
-#define FLD(T, f, k) {#f, k, offsetof(T, f), sizeof(((T *)0)->f)}
-
-static const field_t key_fields[] = {
-    FLD(tg_key_t, id, F_TEXT),         FLD(tg_key_t, unit, F_TEXT),
-    FLD(tg_key_t, team, F_TEXT),       FLD(tg_key_t, name, F_TEXT),
-    FLD(tg_key_t, prefix, F_TEXT),     FLD(tg_key_t, hash, F_BLOB),
-    FLD(tg_key_t, created_ms, F_I64),  FLD(tg_key_t, expires_ms, F_I64),
-    FLD(tg_key_t, revoked_ms, F_I64),
-};
-
-#define UFLD(f, k) FLD(tg_usage_event_t, f, k)
-static const field_t usage_fields[] = {
-    UFLD(id, F_TEXT),
-    UFLD(request_id, F_TEXT),
-    UFLD(started_ms, F_I64),
-    UFLD(ended_ms, F_I64),
-    UFLD(unit, F_TEXT),
-    UFLD(team, F_TEXT),
-    UFLD(key_id, F_TEXT),
-    UFLD(model, F_TEXT),
-    UFLD(upstream_model, F_TEXT),
-    UFLD(provider, F_TEXT),
-    UFLD(region, F_TEXT),
-    UFLD(api, F_TEXT),
-    UFLD(streamed, F_INT),
-    UFLD(status, F_INT),
-    UFLD(outcome, F_TEXT),
-    UFLD(input_tokens, F_I64),
-    UFLD(output_tokens, F_I64),
-    UFLD(cache_read_tokens, F_I64),
-    UFLD(cache_write_tokens, F_I64),
-    UFLD(images, F_I64),
-    UFLD(token_source, F_INT),
-    UFLD(cost_input, F_I64),
-    UFLD(cost_output, F_I64),
-    UFLD(cost_cache_read, F_I64),
-    UFLD(cost_cache_write, F_I64),
-    UFLD(cost_images, F_I64),
-    UFLD(cost_total, F_I64),
-    UFLD(price_version, F_TEXT),
-    UFLD(latency_us, F_I64),
-    UFLD(ttfb_us, F_I64),
-};
-
-#define NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
+typedef tg_store_field_t field_t;
 
 /* Binds fields to parameters first..first+n-1 of st. Text is bounded by
  * its array (strnlen) so an unterminated field cannot be over-read. */
@@ -151,12 +99,18 @@ static int bind_row(sqlite3_stmt *st, int first, const field_t *f, size_t n, con
         const char *p = base + f[i].off;
         int idx = first + (int)i;
         switch (f[i].kind) {
-        case F_TEXT:
+        case TG_FIELD_TEXT:
             rc = sqlite3_bind_text(st, idx, p, (int)strnlen(p, f[i].size), SQLITE_STATIC);
             break;
-        case F_BLOB: rc = sqlite3_bind_blob(st, idx, p, (int)f[i].size, SQLITE_STATIC); break;
-        case F_I64: rc = sqlite3_bind_int64(st, idx, *(const int64_t *)(const void *)p); break;
-        case F_INT: rc = sqlite3_bind_int(st, idx, *(const int *)(const void *)p); break;
+        case TG_FIELD_BLOB:
+            rc = sqlite3_bind_blob(st, idx, p, (int)f[i].size, SQLITE_STATIC);
+            break;
+        case TG_FIELD_I64:
+            rc = sqlite3_bind_int64(st, idx, *(const int64_t *)(const void *)p);
+            break;
+        case TG_FIELD_INT:
+            rc = sqlite3_bind_int(st, idx, *(const int *)(const void *)p);
+            break;
         }
     }
     return rc;
@@ -171,7 +125,7 @@ static void read_row(sqlite3_stmt *st, const field_t *f, size_t n, void *row)
         char *p = base + f[i].off;
         int col = (int)i;
         switch (f[i].kind) {
-        case F_TEXT: {
+        case TG_FIELD_TEXT: {
             const unsigned char *t = sqlite3_column_text(st, col);
             size_t len = (size_t)sqlite3_column_bytes(st, col);
             if (len > f[i].size - 1) len = f[i].size - 1;
@@ -179,15 +133,19 @@ static void read_row(sqlite3_stmt *st, const field_t *f, size_t n, void *row)
             p[len] = '\0';
             break;
         }
-        case F_BLOB: {
+        case TG_FIELD_BLOB: {
             const void *b = sqlite3_column_blob(st, col);
             size_t len = (size_t)sqlite3_column_bytes(st, col);
             if (len > f[i].size) len = f[i].size;
             if (b) memcpy(p, b, len);
             break;
         }
-        case F_I64: *(int64_t *)(void *)p = sqlite3_column_int64(st, col); break;
-        case F_INT: *(int *)(void *)p = sqlite3_column_int(st, col); break;
+        case TG_FIELD_I64:
+            *(int64_t *)(void *)p = sqlite3_column_int64(st, col);
+            break;
+        case TG_FIELD_INT:
+            *(int *)(void *)p = sqlite3_column_int(st, col);
+            break;
         }
     }
 }
@@ -234,7 +192,8 @@ static const char *const stmt_sql[S__COUNT] = {
 
 static void append_cols(tg_buf_t *b, const field_t *f, size_t n)
 {
-    for (size_t i = 0; i < n; i++) tg_buf_printf(b, "%s%s", i ? ", " : "", f[i].col);
+    for (size_t i = 0; i < n; i++)
+        tg_buf_printf(b, "%s%s", i ? ", " : "", f[i].name);
 }
 
 static void append_insert(tg_buf_t *b, const char *verb, const char *table, const field_t *f,
@@ -243,7 +202,8 @@ static void append_insert(tg_buf_t *b, const char *verb, const char *table, cons
     tg_buf_printf(b, "%s INTO %s (", verb, table);
     append_cols(b, f, n);
     tg_buf_appends(b, ") VALUES (");
-    for (size_t i = 0; i < n; i++) tg_buf_appends(b, i ? ", ?" : "?");
+    for (size_t i = 0; i < n; i++)
+        tg_buf_appends(b, i ? ", ?" : "?");
     tg_buf_appends(b, ")");
 }
 
@@ -251,19 +211,22 @@ static void append_insert(tg_buf_t *b, const char *verb, const char *table, cons
 static void generated_sql(int id, tg_buf_t *b)
 {
     switch (id) {
-    case S_KEY_INSERT: append_insert(b, "INSERT", "keys", key_fields, NFIELDS(key_fields)); break;
+    case S_KEY_INSERT:
+        append_insert(b, "INSERT", "keys", tg_store_key_fields, tg_store_key_nfields);
+        break;
     case S_KEY_LIST:
         tg_buf_appends(b, "SELECT ");
-        append_cols(b, key_fields, NFIELDS(key_fields));
+        append_cols(b, tg_store_key_fields, tg_store_key_nfields);
         tg_buf_appends(b, " FROM keys ORDER BY created_ms, id");
         break;
     case S_USAGE_INSERT:
         /* OR IGNORE: re-appending an event (a retried batch) is a no-op. */
-        append_insert(b, "INSERT OR IGNORE", "usage_events", usage_fields, NFIELDS(usage_fields));
+        append_insert(b, "INSERT OR IGNORE", "usage_events", tg_store_usage_fields,
+                      tg_store_usage_nfields);
         break;
     case S_USAGE_LIST:
         tg_buf_appends(b, "SELECT ");
-        append_cols(b, usage_fields, NFIELDS(usage_fields));
+        append_cols(b, tg_store_usage_fields, tg_store_usage_nfields);
         tg_buf_appends(b, " FROM usage_events WHERE started_ms >= ?1 AND started_ms < ?2"
                           " ORDER BY started_ms, id");
         break;
@@ -275,17 +238,23 @@ static void generated_sql(int id, tg_buf_t *b)
 static int sq_fail(tg_sqlite_t *s, int rc, const char *what)
 {
     switch (rc & 0xff) {
-    case SQLITE_CONSTRAINT: return TG_EEXIST;
+    case SQLITE_CONSTRAINT:
+        return TG_EEXIST;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED: tg_warn("store: %s: %s", what, sqlite3_errmsg(s->db)); return TG_EBUSY;
-    case SQLITE_NOMEM: return TG_ENOMEM;
+    case SQLITE_LOCKED:
+        tg_warn("store: %s: %s", what, sqlite3_errmsg(s->db));
+        return TG_EBUSY;
+    case SQLITE_NOMEM:
+        return TG_ENOMEM;
     case SQLITE_FULL:
     case SQLITE_IOERR:
     case SQLITE_CANTOPEN:
     case SQLITE_READONLY:
         tg_error("store: %s: %s", what, sqlite3_errmsg(s->db));
         return TG_EIO;
-    default: tg_error("store: %s: %s", what, sqlite3_errmsg(s->db)); return TG_ESTORE;
+    default:
+        tg_error("store: %s: %s", what, sqlite3_errmsg(s->db));
+        return TG_ESTORE;
     }
 }
 
@@ -329,7 +298,8 @@ static int run(tg_sqlite_t *s, int id, const char *what)
     sqlite3_stmt *st = stmt_get(s, id, &err);
     if (!st) return err;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) continue;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        continue;
     stmt_done(st);
     return rc == SQLITE_DONE ? 0 : sq_fail(s, rc, what);
 }
@@ -383,9 +353,16 @@ static int make_parent_dirs(const char *path)
             char c = *p;
             *p = '\0';
             struct stat sb;
-            if (mkdir(dir, 0750) != 0 && errno != EEXIST) err = TG_EIO;
-            else if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) err = TG_EIO;
-            if (err) tg_error("store: cannot create directory %s: %s", dir, strerror(errno));
+            if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+                err = errno;
+            else if (stat(dir, &sb) != 0)
+                err = errno;
+            else if (!S_ISDIR(sb.st_mode))
+                err = ENOTDIR;
+            if (err) {
+                tg_error("store: cannot create directory %s: %s", dir, strerror(err));
+                err = TG_EIO;
+            }
             *p = c;
             if (c == '\0') break;
         }
@@ -424,7 +401,8 @@ static int migrate(tg_sqlite_t *s)
     for (int v = cur + 1; v <= SCHEMA_VERSION; v++) {
         if ((err = tx_begin(s))) return err;
         int now = sq_schema_version(&s->base);
-        if (now < 0) err = now;
+        if (now < 0)
+            err = now;
         else if (now < v) {
             err = exec_sql(s, migrations[v - 1], "migrate");
             sqlite3_stmt *st = err ? NULL : stmt_get(s, S_VERSION_ADD, &err);
@@ -456,7 +434,8 @@ static int set_wal(tg_sqlite_t *s, const char *path)
     rc = sqlite3_step(st);
     const char *mode = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
     int err = 0;
-    if (rc != SQLITE_ROW) err = sq_fail(s, rc, "journal_mode");
+    if (rc != SQLITE_ROW)
+        err = sq_fail(s, rc, "journal_mode");
     else if (!mode || (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0)) {
         tg_error("store: %s: cannot use WAL (journal_mode is %s)", path, mode ? mode : "?");
         err = TG_ESTORE;
@@ -469,7 +448,8 @@ static void sq_close(tg_store_t *st)
 {
     tg_sqlite_t *s = (tg_sqlite_t *)st;
     if (!s) return;
-    for (int i = 0; i < S__COUNT; i++) sqlite3_finalize(s->stmts[i]);
+    for (int i = 0; i < S__COUNT; i++)
+        sqlite3_finalize(s->stmts[i]);
     if (s->db) {
         /* Cheap on close; keeps the query planner's statistics current. */
         sqlite3_exec(s->db, "PRAGMA optimize", NULL, NULL, NULL);
@@ -485,9 +465,8 @@ static int sq_open(tg_store_t **out, const tg_store_config_t *cfg)
     tg_sqlite_t *s = calloc(1, sizeof(*s));
     if (!s) return TG_ENOMEM;
     s->base.be = &tg_store_sqlite_backend;
-    int rc = sqlite3_open_v2(cfg->path, &s->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        cfg->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         tg_error("store: cannot open %s: %s", cfg->path,
                  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
@@ -530,7 +509,7 @@ static int sq_key_insert(tg_store_t *st, const tg_key_t *k)
     int err = 0;
     sqlite3_stmt *ins = stmt_get(s, S_KEY_INSERT, &err);
     if (!ins) return err;
-    int rc = bind_row(ins, 1, key_fields, NFIELDS(key_fields), k);
+    int rc = bind_row(ins, 1, tg_store_key_fields, tg_store_key_nfields, k);
     if (rc == SQLITE_OK) rc = sqlite3_step(ins);
     stmt_done(ins);
     return rc == SQLITE_DONE ? 0 : sq_fail(s, rc, "insert key");
@@ -620,7 +599,7 @@ static int sq_keys_list(tg_store_t *st, tg_key_t **out, size_t *n)
     sqlite3_stmt *q = stmt_get(s, S_KEY_LIST, &err);
     if (!q) return err;
     void *arr = NULL;
-    err = list_rows(s, q, key_fields, NFIELDS(key_fields), sizeof(tg_key_t), &arr, n);
+    err = list_rows(s, q, tg_store_key_fields, tg_store_key_nfields, sizeof(tg_key_t), &arr, n);
     *out = arr;
     return err;
 }
@@ -636,7 +615,7 @@ static int sq_usage_append(tg_store_t *st, const tg_usage_event_t *ev, size_t n)
     if (!ins) return err;
     if ((err = tx_begin(s))) return err;
     for (size_t i = 0; i < n && !err; i++) {
-        int rc = bind_row(ins, 1, usage_fields, NFIELDS(usage_fields), &ev[i]);
+        int rc = bind_row(ins, 1, tg_store_usage_fields, tg_store_usage_nfields, &ev[i]);
         if (rc == SQLITE_OK) rc = sqlite3_step(ins);
         if (rc != SQLITE_DONE) err = sq_fail(s, rc, "append usage");
         stmt_done(ins);
@@ -660,7 +639,8 @@ static int sq_usage_list(tg_store_t *st, int64_t from_ms, int64_t to_ms, tg_usag
     sqlite3_bind_int64(q, 1, from_ms);
     sqlite3_bind_int64(q, 2, to_ms);
     void *arr = NULL;
-    err = list_rows(s, q, usage_fields, NFIELDS(usage_fields), sizeof(tg_usage_event_t), &arr, n);
+    err = list_rows(s, q, tg_store_usage_fields, tg_store_usage_nfields, sizeof(tg_usage_event_t),
+                    &arr, n);
     *out = arr;
     return err;
 }

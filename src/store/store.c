@@ -2,12 +2,64 @@
  * open, then forward every call through the connection's backend table.
  *
  * Kept separate from the backends so adding PostgreSQL is one new file and
- * one line in the table below; callers never change. */
+ * one line in the table below; callers never change. The field tables that
+ * map keys and usage events to columns live here too, shared by every
+ * backend and by the writer's failure log. */
 #include "store/backend.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "core/core.h"
+
+/* clang-format off */
+#define FLD(T, f, k) {#f, TG_FIELD_##k, offsetof(T, f), sizeof(((T *)0)->f)}
+/* clang-format on */
+#define KFLD(f, k) FLD(tg_key_t, f, k)
+#define UFLD(f, k) FLD(tg_usage_event_t, f, k)
+#define COUNT(a)   (sizeof(a) / sizeof((a)[0]))
+
+const tg_store_field_t tg_store_key_fields[] = {
+    KFLD(id, TEXT),        KFLD(unit, TEXT),      KFLD(team, TEXT),
+    KFLD(name, TEXT),      KFLD(prefix, TEXT),    KFLD(hash, BLOB),
+    KFLD(created_ms, I64), KFLD(expires_ms, I64), KFLD(revoked_ms, I64),
+};
+const size_t tg_store_key_nfields = COUNT(tg_store_key_fields);
+
+/* Every field of tg_usage_event_t, in declaration order. */
+const tg_store_field_t tg_store_usage_fields[] = {
+    UFLD(id, TEXT),
+    UFLD(request_id, TEXT),
+    UFLD(started_ms, I64),
+    UFLD(ended_ms, I64),
+    UFLD(unit, TEXT),
+    UFLD(team, TEXT),
+    UFLD(key_id, TEXT),
+    UFLD(model, TEXT),
+    UFLD(upstream_model, TEXT),
+    UFLD(provider, TEXT),
+    UFLD(region, TEXT),
+    UFLD(api, TEXT),
+    UFLD(streamed, INT),
+    UFLD(status, INT),
+    UFLD(outcome, TEXT),
+    UFLD(input_tokens, I64),
+    UFLD(output_tokens, I64),
+    UFLD(cache_read_tokens, I64),
+    UFLD(cache_write_tokens, I64),
+    UFLD(images, I64),
+    UFLD(token_source, INT),
+    UFLD(cost_input, I64),
+    UFLD(cost_output, I64),
+    UFLD(cost_cache_read, I64),
+    UFLD(cost_cache_write, I64),
+    UFLD(cost_images, I64),
+    UFLD(cost_total, I64),
+    UFLD(price_version, TEXT),
+    UFLD(latency_us, I64),
+    UFLD(ttfb_us, I64),
+};
+const size_t tg_store_usage_nfields = COUNT(tg_store_usage_fields);
 
 static const tg_store_backend_t *const backends[] = {
     &tg_store_sqlite_backend,
@@ -19,7 +71,7 @@ int tg_store_open(tg_store_t **out, const tg_store_config_t *cfg)
     *out = NULL;
     /* No driver named means the embedded default. */
     const char *driver = cfg->driver && cfg->driver[0] ? cfg->driver : "sqlite";
-    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+    for (size_t i = 0; i < COUNT(backends); i++)
         if (strcmp(backends[i]->name, driver) == 0) return backends[i]->open(out, cfg);
     tg_error("store: unknown driver \"%s\"", driver);
     return TG_ECONFIG;

@@ -1,0 +1,519 @@
+/* writer.c - the ledger writer: one thread with its own store connection that
+ * commits usage events in batched transactions and tells each submitter, on
+ * the submitter's own loop, when its event is durable.
+ *
+ * Why it is built this way:
+ * - Workers never block on disk. They copy an event into the pending batch
+ *   under a mutex (a memcpy) and signal a condvar; the thread wakes at once,
+ *   swaps the whole pending batch out, and commits it. Whatever arrives while
+ *   a commit runs forms the next batch, so batching grows with load and adds
+ *   no delay when idle.
+ * - Memory is bounded: reserved + queued (submitted, not yet completed) never
+ *   exceeds queue_max, and a worker reserves a slot before forwarding a call,
+ *   so a call that has cost money can always record its event.
+ * - Two pending arrays ping-pong between submitters and the thread, keeping
+ *   their capacity, so steady state allocates nothing but completion nodes.
+ * - Completions travel through a port (one per worker loop): a locked list
+ *   plus a uv_async_t. A port is freed only when its uv handle is closed AND
+ *   no completion naming it is in flight (refs), so the thread never touches
+ *   freed memory, and never sends on a handle once its close has begun.
+ *
+ * Locks are never nested: submit takes a port's mu, releases it, then takes
+ * the writer's; the thread takes a port's mu without holding the writer's. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/core.h"
+#include "store/backend.h"
+#include "store/store.h"
+
+enum {
+    BATCH_MAX = 1024, /* events per transaction: bounds a commit's latency */
+    COMMIT_TRIES = 4, /* a commit is attempted this many times before giving up */
+};
+/* Backoff before retry i (ms): rides out a lock held by another process or a
+ * brief I/O hiccup without stalling the queue for long. */
+static const unsigned retry_delay_ms[COMMIT_TRIES - 1] = {10, 100, 500};
+
+/* A pending completion: allocated at submit so delivery never allocates. */
+typedef struct tg_writer_done {
+    struct tg_writer_done *next;
+    tg_writer_port_t *port; /* holds one of port->refs until delivered */
+    tg_writer_done_fn cb;
+    void *ud;
+    int status;
+} done_t;
+
+struct tg_writer_port {
+    uv_async_t async; /* data = the port; runs on the port's loop */
+    pthread_mutex_t mu;
+    /* Guarded by mu: */
+    done_t *head, *tail; /* delivered, waiting for the loop to run them */
+    size_t refs;         /* completions in flight that name this port */
+    int closing;         /* port_close began: no more sends, drop deliveries */
+    int handle_closed;   /* the uv close callback has run */
+};
+
+/* Events and their completions, index-aligned; ev is contiguous so a slice
+ * can go to tg_store_usage_append as it is. */
+typedef struct {
+    tg_usage_event_t *ev;
+    done_t **done; /* NULL entries for events submitted without a callback */
+    size_t n, cap;
+} batch_t;
+
+struct tg_writer {
+    pthread_t thread;
+    tg_store_t *st; /* used by the thread only (and by stop after join) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC, for tick deadlines */
+    /* Guarded by mu: */
+    batch_t pending;
+    size_t queue_max;
+    size_t reserved; /* slots promised to callers that have not submitted yet */
+    size_t queued;   /* submitted and not yet completed (pending + in commit) */
+    int stopping;
+    void (*commit_fn)(const tg_usage_event_t *ev, size_t n, void *ud);
+    void *commit_ud;
+    void (*tick_fn)(tg_store_t *st, void *ud);
+    void *tick_ud;
+    uint64_t tick_ns;      /* interval */
+    uint64_t next_tick_ns; /* monotonic deadline; 0 = due now */
+    /* Read by any thread without the lock (health checks). */
+    _Atomic int64_t last_ok_ms;
+};
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        continue;
+}
+
+/* Grows b to hold at least one more event, never beyond max entries. */
+static int batch_grow(batch_t *b, size_t max)
+{
+    if (b->n < b->cap) return 0;
+    size_t cap = b->cap ? b->cap * 2 : 64;
+    if (cap > max) cap = max;
+    if (cap <= b->n) return TG_EBUSY; /* cannot happen while queued <= max */
+    tg_usage_event_t *ev = realloc(b->ev, cap * sizeof(*ev));
+    if (!ev) return TG_ENOMEM;
+    b->ev = ev;
+    done_t **done = realloc(b->done, cap * sizeof(*done));
+    if (!done) return TG_ENOMEM; /* b->ev stays larger than cap: harmless */
+    b->done = done;
+    b->cap = cap;
+    return 0;
+}
+
+static void batch_free(batch_t *b)
+{
+    free(b->ev);
+    free(b->done);
+    memset(b, 0, sizeof(*b));
+}
+
+/* Logs an event that will not reach the ledger as one JSON line on stderr,
+ * so no usage is ever dropped silently; an operator can replay it. */
+static void log_lost_event(const tg_usage_event_t *ev, int err)
+{
+    tg_buf_t b;
+    tg_buf_init(&b, 0);
+    char ts[32];
+    tg_iso8601_ms(ts, sizeof(ts), tg_wall_ms());
+    tg_buf_printf(&b,
+                  "{\"time\":\"%s\",\"level\":\"error\",\"msg\":\"usage event not committed\","
+                  "\"error\":",
+                  ts);
+    const char *es = tg_strerror(err);
+    tg_buf_json_str(&b, es, strlen(es));
+    tg_buf_appends(&b, ",\"event\":{");
+    const char *base = (const char *)ev;
+    for (size_t i = 0; i < tg_store_usage_nfields; i++) {
+        const tg_store_field_t *f = &tg_store_usage_fields[i];
+        const char *p = base + f->off;
+        tg_buf_printf(&b, "%s\"%s\":", i ? "," : "", f->name);
+        switch (f->kind) {
+        case TG_FIELD_TEXT:
+            tg_buf_json_str(&b, p, strnlen(p, f->size));
+            break;
+        case TG_FIELD_I64:
+            tg_buf_printf(&b, "%" PRId64, *(const int64_t *)(const void *)p);
+            break;
+        case TG_FIELD_INT:
+            tg_buf_printf(&b, "%d", *(const int *)(const void *)p);
+            break;
+        default:
+            tg_buf_appends(&b, "null");
+            break;
+        }
+    }
+    tg_buf_appends(&b, "}}\n");
+    if (b.data)
+        fwrite(b.data, 1, b.len, stderr); /* one write: stderr is unbuffered */
+    else
+        tg_error("writer: usage event %.40s not committed (%s)", ev->id, es);
+    tg_buf_free(&b);
+}
+
+/* ---- ports ------------------------------------------------------------------- */
+
+static void port_destroy(tg_writer_port_t *p)
+{
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+/* Drops one in-flight reference; frees the port if it was the last thing
+ * keeping a closed port alive. Called without p->mu held. */
+static void port_unref(tg_writer_port_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int free_now = --p->refs == 0 && p->handle_closed;
+    pthread_mutex_unlock(&p->mu);
+    if (free_now) port_destroy(p);
+}
+
+/* On the port's loop: runs the completions delivered so far, in order. */
+static void port_async_cb(uv_async_t *h)
+{
+    tg_writer_port_t *p = h->data;
+    pthread_mutex_lock(&p->mu);
+    done_t *d = p->head;
+    p->head = p->tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    while (d) {
+        done_t *next = d->next;
+        /* A callback may close this port; closing is only written on this
+         * thread, so it can be read here without the lock. The rest are
+         * dropped, as port_close promises: their ud may be gone. */
+        if (!p->closing) d->cb(d->ud, d->status);
+        free(d);
+        d = next;
+    }
+}
+
+static void port_closed_cb(uv_handle_t *h)
+{
+    tg_writer_port_t *p = h->data;
+    pthread_mutex_lock(&p->mu);
+    p->handle_closed = 1;
+    int free_now = p->refs == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (free_now) port_destroy(p);
+}
+
+int tg_writer_port_create(tg_writer_port_t **out, tg_writer_t *w, uv_loop_t *loop)
+{
+    if (!out || !w || !loop) return TG_EINVAL;
+    *out = NULL;
+    tg_writer_port_t *p = calloc(1, sizeof(*p));
+    if (!p) return TG_ENOMEM;
+    if (pthread_mutex_init(&p->mu, NULL) != 0) {
+        free(p);
+        return TG_ENOMEM;
+    }
+    if (uv_async_init(loop, &p->async, port_async_cb) != 0) {
+        port_destroy(p);
+        return TG_EIO;
+    }
+    p->async.data = p;
+    *out = p;
+    return 0;
+}
+
+void tg_writer_port_close(tg_writer_port_t *p)
+{
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->closing = 1; /* from here the writer neither sends nor queues to p */
+    done_t *d = p->head;
+    p->head = p->tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    while (d) {
+        done_t *next = d->next;
+        free(d);
+        d = next;
+    }
+    uv_close((uv_handle_t *)&p->async, port_closed_cb);
+}
+
+/* On the writer thread: hands a completion to its port and wakes the loop.
+ * The send happens under p->mu, which orders it before any uv_close. */
+static void port_deliver(done_t *d, int status)
+{
+    tg_writer_port_t *p = d->port;
+    d->status = status;
+    d->next = NULL;
+    pthread_mutex_lock(&p->mu);
+    int closing = p->closing;
+    if (!closing) {
+        if (p->tail)
+            p->tail->next = d;
+        else
+            p->head = d;
+        p->tail = d;
+        uv_async_send(&p->async);
+    }
+    int free_now = --p->refs == 0 && p->handle_closed;
+    pthread_mutex_unlock(&p->mu);
+    if (closing) free(d);
+    if (free_now) port_destroy(p);
+}
+
+/* ---- the thread -------------------------------------------------------------- */
+
+static int commit_with_retry(tg_writer_t *w, const tg_usage_event_t *ev, size_t n)
+{
+    int err = 0;
+    for (int i = 0; i < COMMIT_TRIES; i++) {
+        if (i > 0) sleep_ms(retry_delay_ms[i - 1]);
+        /* Retrying a batch is safe: the append ignores ids already stored. */
+        err = tg_store_usage_append(w->st, ev, n);
+        if (!err) return 0;
+        tg_warn("writer: commit of %zu events failed (%s), try %d of %d", n, tg_strerror(err),
+                i + 1, COMMIT_TRIES);
+    }
+    return err;
+}
+
+/* Commits b in slices of BATCH_MAX, completing each slice once it is
+ * durable (or has definitely failed). */
+static void process(tg_writer_t *w, batch_t *b,
+                    void (*commit_fn)(const tg_usage_event_t *, size_t, void *), void *commit_ud)
+{
+    for (size_t off = 0; off < b->n; off += BATCH_MAX) {
+        size_t n = b->n - off < BATCH_MAX ? b->n - off : BATCH_MAX;
+        int err = commit_with_retry(w, b->ev + off, n);
+        if (!err) {
+            atomic_store(&w->last_ok_ms, tg_wall_ms());
+            if (commit_fn) commit_fn(b->ev + off, n, commit_ud);
+        } else {
+            for (size_t i = 0; i < n; i++)
+                log_lost_event(&b->ev[off + i], err);
+        }
+        for (size_t i = off; i < off + n; i++)
+            if (b->done[i]) port_deliver(b->done[i], err);
+    }
+}
+
+static void run_tick(tg_writer_t *w, void (*fn)(tg_store_t *, void *), void *ud)
+{
+    if (tg_store_ping(w->st) == 0) atomic_store(&w->last_ok_ms, tg_wall_ms());
+    fn(w->st, ud);
+}
+
+static void wait_until(tg_writer_t *w, uint64_t deadline_ns)
+{
+    struct timespec ts = {(time_t)(deadline_ns / 1000000000ull),
+                          (long)(deadline_ns % 1000000000ull)};
+    pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+}
+
+static void *writer_main(void *arg)
+{
+    tg_writer_t *w = arg;
+    batch_t batch = {0}; /* the thread's half of the ping-pong */
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        if (w->tick_fn && !w->stopping && mono_ns() >= w->next_tick_ns) {
+            void (*fn)(tg_store_t *, void *) = w->tick_fn;
+            void *ud = w->tick_ud;
+            w->next_tick_ns = mono_ns() + w->tick_ns;
+            pthread_mutex_unlock(&w->mu);
+            run_tick(w, fn, ud);
+            pthread_mutex_lock(&w->mu);
+            continue;
+        }
+        if (w->pending.n > 0) {
+            batch_t t = w->pending;
+            w->pending = batch;
+            batch = t;
+            void (*commit_fn)(const tg_usage_event_t *, size_t, void *) = w->commit_fn;
+            void *commit_ud = w->commit_ud;
+            pthread_mutex_unlock(&w->mu);
+            process(w, &batch, commit_fn, commit_ud);
+            pthread_mutex_lock(&w->mu);
+            w->queued -= batch.n; /* slots free only once completed: bounds memory */
+            batch.n = 0;
+            continue;
+        }
+        if (w->stopping) break; /* only once nothing is pending: stop flushes */
+        if (w->tick_fn)
+            wait_until(w, w->next_tick_ns);
+        else
+            pthread_cond_wait(&w->cv, &w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    batch_free(&batch);
+    return NULL;
+}
+
+/* ---- public ------------------------------------------------------------------ */
+
+int tg_writer_start(tg_writer_t **out, const tg_store_config_t *cfg, size_t queue_max)
+{
+    if (!out || !cfg || queue_max == 0) return TG_EINVAL;
+    *out = NULL;
+    tg_writer_t *w = calloc(1, sizeof(*w));
+    if (!w) return TG_ENOMEM;
+    w->queue_max = queue_max;
+    /* Opened here, not on the thread, so a bad path fails the start. */
+    int err = tg_store_open(&w->st, cfg);
+    if (err) {
+        free(w);
+        return err;
+    }
+    atomic_store(&w->last_ok_ms, tg_wall_ms());
+    pthread_condattr_t ca;
+    int mu_ok = pthread_mutex_init(&w->mu, NULL) == 0;
+    int cv_ok = pthread_condattr_init(&ca) == 0;
+    if (cv_ok) {
+        cv_ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+                pthread_cond_init(&w->cv, &ca) == 0;
+        pthread_condattr_destroy(&ca);
+    }
+    if (mu_ok && cv_ok && pthread_create(&w->thread, NULL, writer_main, w) == 0) {
+        *out = w;
+        return 0;
+    }
+    if (mu_ok) pthread_mutex_destroy(&w->mu);
+    if (cv_ok) pthread_cond_destroy(&w->cv);
+    tg_store_close(w->st);
+    free(w);
+    return TG_ENOMEM;
+}
+
+void tg_writer_stop(tg_writer_t *w)
+{
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->stopping = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL); /* the thread commits what is pending first */
+    tg_store_close(w->st);
+    batch_free(&w->pending);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+int tg_writer_reserve(tg_writer_t *w)
+{
+    int err = 0;
+    pthread_mutex_lock(&w->mu);
+    if (w->stopping)
+        err = TG_ECLOSED;
+    else if (w->reserved + w->queued >= w->queue_max)
+        err = TG_EBUSY;
+    else
+        w->reserved++;
+    pthread_mutex_unlock(&w->mu);
+    return err;
+}
+
+void tg_writer_unreserve(tg_writer_t *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int underflow = w->reserved == 0;
+    if (!underflow) w->reserved--;
+    pthread_mutex_unlock(&w->mu);
+    if (underflow) tg_warn("writer: unreserve without a reservation");
+}
+
+/* A submit uses a reservation when one is outstanding, else needs free room.
+ * On failure the reservation it used is released (the caller must not
+ * unreserve), and the event is logged so it is not lost silently. */
+int tg_writer_submit(tg_writer_t *w, const tg_usage_event_t *ev, tg_writer_port_t *port,
+                     tg_writer_done_fn cb, void *ud)
+{
+    if (!w || !ev || (cb && !port)) return TG_EINVAL;
+    int err = 0;
+    done_t *d = NULL;
+    if (cb) {
+        d = malloc(sizeof(*d));
+        if (!d)
+            err = TG_ENOMEM;
+        else {
+            *d = (done_t){.port = port, .cb = cb, .ud = ud};
+            pthread_mutex_lock(&port->mu);
+            if (port->closing)
+                err = TG_ECLOSED;
+            else
+                port->refs++;
+            pthread_mutex_unlock(&port->mu);
+            if (err) {
+                free(d);
+                d = NULL;
+            }
+        }
+    }
+    pthread_mutex_lock(&w->mu);
+    if (!err) {
+        if (w->reserved > 0)
+            w->reserved--;
+        else if (w->queued >= w->queue_max)
+            err = TG_EBUSY;
+    }
+    if (!err && w->stopping) err = TG_ECLOSED;
+    if (!err) err = batch_grow(&w->pending, w->queue_max);
+    if (!err) {
+        size_t i = w->pending.n++;
+        memcpy(&w->pending.ev[i], ev, sizeof(*ev));
+        w->pending.done[i] = d;
+        w->queued++;
+        pthread_cond_signal(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (err) {
+        if (d) {
+            port_unref(port);
+            free(d);
+        }
+        log_lost_event(ev, err);
+    }
+    return err;
+}
+
+int64_t tg_writer_last_ok_ms(const tg_writer_t *w)
+{
+    return atomic_load(&w->last_ok_ms);
+}
+
+void tg_writer_on_commit(tg_writer_t *w, void (*fn)(const tg_usage_event_t *ev, size_t n, void *ud),
+                         void *ud)
+{
+    pthread_mutex_lock(&w->mu);
+    w->commit_fn = fn;
+    w->commit_ud = ud;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void tg_writer_on_tick(tg_writer_t *w, uint32_t interval_ms, void (*fn)(tg_store_t *st, void *ud),
+                       void *ud)
+{
+    pthread_mutex_lock(&w->mu);
+    w->tick_fn = interval_ms ? fn : NULL; /* a zero interval would spin */
+    w->tick_ud = ud;
+    w->tick_ns = (uint64_t)interval_ms * 1000000ull;
+    w->next_tick_ns = 0;         /* first tick at once */
+    pthread_cond_signal(&w->cv); /* the thread may be in an untimed wait */
+    pthread_mutex_unlock(&w->mu);
+}

@@ -1,0 +1,249 @@
+/* tenancy.c - API keys (generation, hashing) and the published snapshot the
+ * request path authenticates against.
+ *
+ * Why it is built this way:
+ * - Secrets carry 256 bits (43 base62 chars) drawn with rejection sampling,
+ *   so every character is uniform; only their SHA-256 is ever stored.
+ * - A snapshot is an immutable open-addressing table keyed by that hash:
+ *   lookups need no lock and touch one or two cache lines.
+ * - Publication: the tenancy keeps the current snapshot under a mutex and a
+ *   generation counter beside it. A worker's view compares one atomic load
+ *   of the generation with the one it holds and takes the mutex only when a
+ *   new snapshot was published. Snapshots are reference counted (under the
+ *   mutex) so an old one lives until the last view lets go of it. */
+#include "tenancy/tenancy.h"
+
+#include <assert.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+
+/* ---- keys -------------------------------------------------------------------- */
+
+enum { SECRET_BODY = 43 }; /* 43 * log2(62) = 256.1 bits */
+
+static const char base62[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+void tg_key_hash(const char *secret, size_t len, uint8_t out[32])
+{
+    SHA256((const unsigned char *)secret, len, out);
+}
+
+/* Fills out[0..n) with uniform base62 characters. Bytes >= 248 (= 4 * 62)
+ * are rejected, so byte % 62 favours no character. */
+static int random_base62(char *out, size_t n)
+{
+    uint8_t raw[64];
+    size_t got = 0;
+    while (got < n) {
+        int err = tg_random(raw, sizeof(raw));
+        if (err) return err;
+        for (size_t i = 0; i < sizeof(raw) && got < n; i++)
+            if (raw[i] < 248) out[got++] = base62[raw[i] % 62];
+    }
+    return 0;
+}
+
+int tg_key_generate(tg_key_t *rec, char *secret, size_t cap)
+{
+    if (!rec || !secret || cap < 3 + SECRET_BODY + 1) return TG_EINVAL;
+    memcpy(secret, "tg_", 3);
+    int err = random_base62(secret + 3, SECRET_BODY);
+    if (err) return err;
+    secret[3 + SECRET_BODY] = '\0';
+    tg_random_id(rec->id, sizeof(rec->id), "key_", 8);
+    memset(rec->prefix, 0, sizeof(rec->prefix));
+    memcpy(rec->prefix, secret, TG_KEY_PREFIX_LEN);
+    tg_key_hash(secret, 3 + SECRET_BODY, rec->hash);
+    rec->created_ms = tg_wall_ms();
+    return 0;
+}
+
+/* ---- snapshot ------------------------------------------------------------------ */
+
+struct tg_snapshot {
+    tg_key_t *keys; /* n records, copied at build */
+    size_t n;
+    uint32_t *slots; /* index + 1 into keys; 0 = empty. Power-of-two size >= 2n */
+    size_t mask;
+    int refs; /* owned by the tenancy; guarded by its mutex */
+};
+
+/* The hash is SHA-256, already uniform: its first 8 bytes are the index. */
+static size_t slot_of(const uint8_t hash[32], size_t mask)
+{
+    uint64_t h;
+    memcpy(&h, hash, sizeof(h));
+    return (size_t)h & mask;
+}
+
+int tg_snapshot_build(tg_snapshot_t **out, const tg_key_t *keys, size_t n)
+{
+    if (!out || (n && !keys) || n > UINT32_MAX / 4) return TG_EINVAL;
+    *out = NULL;
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2; /* load <= 1/2: probes stay short */
+    tg_snapshot_t *s = calloc(1, sizeof(*s));
+    if (!s) return TG_ENOMEM;
+    s->slots = calloc(cap, sizeof(*s->slots));
+    s->keys = n ? malloc(n * sizeof(*s->keys)) : NULL;
+    if (!s->slots || (n && !s->keys)) {
+        tg_snapshot_free(s);
+        return TG_ENOMEM;
+    }
+    if (n) memcpy(s->keys, keys, n * sizeof(*keys));
+    s->n = n;
+    s->mask = cap - 1;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = slot_of(s->keys[i].hash, s->mask);
+        while (s->slots[j]) {
+            /* Two records for one secret would make auth ambiguous. */
+            if (memcmp(s->keys[s->slots[j] - 1].hash, s->keys[i].hash, 32) == 0) {
+                tg_snapshot_free(s);
+                return TG_EEXIST;
+            }
+            j = (j + 1) & s->mask;
+        }
+        s->slots[j] = (uint32_t)(i + 1);
+    }
+    *out = s;
+    return 0;
+}
+
+void tg_snapshot_free(tg_snapshot_t *s)
+{
+    if (!s) return;
+    free(s->keys);
+    free(s->slots);
+    free(s);
+}
+
+size_t tg_snapshot_count(const tg_snapshot_t *s)
+{
+    return s ? s->n : 0;
+}
+
+/* On TG_EREVOKED and TG_EEXPIRED *out is still set, so the caller can say
+ * which key was refused; on TG_EAUTH it is NULL. */
+int tg_snapshot_auth(const tg_snapshot_t *s, const char *secret, size_t len, int64_t now_ms,
+                     const tg_key_t **out)
+{
+    if (out) *out = NULL;
+    if (!s || !secret || len == 0 || len > TG_KEY_SECRET_MAX) return TG_EAUTH;
+    uint8_t h[32];
+    tg_key_hash(secret, len, h);
+    /* memcmp on hashes, not secrets: its timing reveals nothing usable. */
+    for (size_t j = slot_of(h, s->mask); s->slots[j]; j = (j + 1) & s->mask) {
+        const tg_key_t *k = &s->keys[s->slots[j] - 1];
+        if (memcmp(k->hash, h, 32) != 0) continue;
+        if (out) *out = k;
+        if (k->revoked_ms != 0 && k->revoked_ms <= now_ms) return TG_EREVOKED;
+        if (k->expires_ms != 0 && k->expires_ms <= now_ms) return TG_EEXPIRED;
+        return 0;
+    }
+    return TG_EAUTH;
+}
+
+/* ---- publication ------------------------------------------------------------- */
+
+struct tg_tenancy {
+    pthread_mutex_t mu;
+    tg_snapshot_t *cur;   /* guarded by mu; never NULL; holds one ref */
+    _Atomic uint64_t gen; /* bumped under mu with each publish; starts at 1 */
+};
+
+/* Drops one reference; returns s if it must now be freed (done by the
+ * caller after unlocking, to keep the critical section short). */
+static tg_snapshot_t *snap_unref_locked(tg_snapshot_t *s)
+{
+    if (!s) return NULL;
+    assert(s->refs > 0);
+    return --s->refs == 0 ? s : NULL;
+}
+
+int tg_tenancy_create(tg_tenancy_t **out)
+{
+    if (!out) return TG_EINVAL;
+    *out = NULL;
+    tg_tenancy_t *t = calloc(1, sizeof(*t));
+    if (!t) return TG_ENOMEM;
+    /* Start with an empty snapshot so a view never sees NULL. */
+    int err = tg_snapshot_build(&t->cur, NULL, 0);
+    if (err) {
+        free(t);
+        return err;
+    }
+    if (pthread_mutex_init(&t->mu, NULL) != 0) {
+        tg_snapshot_free(t->cur);
+        free(t);
+        return TG_ENOMEM;
+    }
+    t->cur->refs = 1;
+    atomic_init(&t->gen, 1);
+    *out = t;
+    return 0;
+}
+
+/* All views must have been released: they point into t. */
+void tg_tenancy_destroy(tg_tenancy_t *t)
+{
+    if (!t) return;
+    assert(t->cur->refs == 1);
+    tg_snapshot_free(t->cur);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+void tg_tenancy_publish(tg_tenancy_t *t, tg_snapshot_t *s)
+{
+    if (!s) {
+        tg_warn("tenancy: publish of a NULL snapshot ignored");
+        return;
+    }
+    pthread_mutex_lock(&t->mu);
+    s->refs = 1; /* the tenancy's own reference */
+    tg_snapshot_t *old = t->cur;
+    t->cur = s;
+    atomic_fetch_add_explicit(&t->gen, 1, memory_order_release);
+    tg_snapshot_t *dead = snap_unref_locked(old);
+    pthread_mutex_unlock(&t->mu);
+    tg_snapshot_free(dead);
+}
+
+void tg_tenancy_view_init(tg_tenancy_view_t *v, tg_tenancy_t *t)
+{
+    v->t = t;
+    v->gen = 0; /* below any generation: the first get takes the snapshot */
+    v->snap = NULL;
+}
+
+const tg_snapshot_t *tg_tenancy_view_get(tg_tenancy_view_t *v)
+{
+    tg_tenancy_t *t = v->t;
+    if (atomic_load_explicit(&t->gen, memory_order_acquire) == v->gen) return v->snap;
+    pthread_mutex_lock(&t->mu);
+    tg_snapshot_t *dead = snap_unref_locked(v->snap);
+    v->snap = t->cur;
+    v->snap->refs++;
+    /* Read under mu, where it always matches cur. */
+    v->gen = atomic_load_explicit(&t->gen, memory_order_relaxed);
+    pthread_mutex_unlock(&t->mu);
+    tg_snapshot_free(dead);
+    return v->snap;
+}
+
+void tg_tenancy_view_release(tg_tenancy_view_t *v)
+{
+    if (!v->snap) return;
+    pthread_mutex_lock(&v->t->mu);
+    tg_snapshot_t *dead = snap_unref_locked(v->snap);
+    pthread_mutex_unlock(&v->t->mu);
+    tg_snapshot_free(dead);
+    v->snap = NULL;
+    v->gen = 0;
+}
