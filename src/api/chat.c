@@ -247,8 +247,9 @@ static void on_abort(tg_req_t *req)
     }
     c->fin = FIN_STREAM;
     c->saw_done = 0; /* no [DONE] to a client that left */
-    /* 499: nginx's "client closed request", so logs tell it from a real answer. */
-    record(c, TG_OUTCOME_ABANDONED, 499);
+    /* A stream's client already got its 200; otherwise 499, nginx's "client
+     * closed request", so logs tell it from a real answer. */
+    record(c, TG_OUTCOME_ABANDONED, c->started ? 200 : 499);
 }
 
 /* ---- request --------------------------------------------------------------- */
