@@ -1,0 +1,728 @@
+/* upstream.c - libcurl multi driven by a worker's libuv loop.
+ *
+ * libcurl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION: one
+ * uv_poll_t per socket) and when to wake it (CURLMOPT_TIMERFUNCTION: one
+ * uv_timer_t); we hand readiness back with curl_multi_socket_action and then
+ * collect finished transfers from curl_multi_info_read. One tg_upstream_t
+ * per loop, so nothing here is shared between threads.
+ *
+ * The hard part is lifetime. libcurl forbids removing an easy handle (or
+ * adding one) while it is running one of its callbacks, yet our callers may
+ * cancel, start, pause or resume calls from inside on_headers/on_data. So:
+ *  - u->depth counts how deep we are inside libcurl. A cancel at depth > 0
+ *    only marks the call (its curl callbacks then fail the transfer) and
+ *    queues it on u->zombies; settle() removes and frees it once libcurl has
+ *    returned. A start at depth > 0 is queued on u->to_add the same way.
+ *  - Pause is lazy: on_data returning 1 (or tg_upcall_pause) sets c->paused,
+ *    and the next body write returns CURL_WRITEFUNC_PAUSE, so libcurl keeps
+ *    those bytes and redelivers them after unpausing: nothing is consumed
+ *    twice or dropped, and curl_easy_pause is never called from a callback.
+ *  - Resume never calls back synchronously: it queues the call and a
+ *    zero-delay timer unpauses it (libcurl writes the held bytes from inside
+ *    curl_easy_pause, so that runs at depth > 0 like any other delivery).
+ *  - u->entered counts our uv callbacks on the stack; tg_upstream_destroy
+ *    called from a user callback waits until the outermost one returns.
+ * A call struct is freed synchronously (the first-byte deadlines share one
+ * timer per tg_upstream_t, so a call owns no uv handle); only the uv handles
+ * of the tg_upstream_t itself are freed from close callbacks. */
+#include "upstream/upstream.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#if LIBCURL_VERSION_NUM < 0x075500
+#error "libcurl >= 7.85 required (CURLOPT_PROTOCOLS_STR, CURLOPT_PREREQFUNCTION)"
+#endif
+#ifndef CURL_WRITEFUNC_ERROR
+#define CURL_WRITEFUNC_ERROR 0xFFFFFFFF
+#endif
+
+#define MAX_HEADER_BYTES (64 * 1024) /* one response's header block */
+#define RECV_BUFFER      16384L      /* libcurl's minimum; per transfer */
+#define MAX_CONNECTS     1024L       /* idle connections kept for reuse */
+#define EASY_POOL        32          /* reset easy handles kept for reuse */
+#define STACK_HEADERS    64          /* headers parsed without malloc */
+
+/* ---- intrusive circular lists (a head is its own sentinel) ------------- */
+
+typedef struct link {
+    struct link *prev, *next;
+} link_t;
+
+#define container_of(p, T, m) ((T *)((char *)(p)-offsetof(T, m)))
+
+static void link_init(link_t *l)
+{
+    l->prev = l->next = l;
+}
+
+static int link_empty(const link_t *l)
+{
+    return l->next == l;
+}
+
+static void link_insert_after(link_t *at, link_t *l)
+{
+    l->prev = at;
+    l->next = at->next;
+    at->next->prev = l;
+    at->next = l;
+}
+
+static void link_push(link_t *head, link_t *l)
+{
+    link_insert_after(head->prev, l);
+}
+
+/* Safe on an unlinked node (it points to itself). */
+static void link_del(link_t *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    link_init(l);
+}
+
+/* ---- types ---------------------------------------------------------------- */
+
+typedef struct {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    tg_upstream_t *u;
+    link_t link; /* u->socks */
+} sock_t;
+
+struct tg_upcall {
+    tg_upstream_t *u;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    tg_upcall_cbs_t cbs;
+    void *ud;
+    tg_buf_t head; /* header lines of the response being received */
+    int status;    /* 0 until a status line is seen (again after a 1xx) */
+    uint32_t fb_timeout_ms;
+    uint64_t fb_deadline; /* in uv_now() ms, while on u->fb_wait */
+    uint64_t start_ns;
+    uint64_t ttfb_ns;
+    unsigned in_multi : 1;     /* added to u->multi */
+    unsigned got_byte : 1;     /* a response byte arrived; ttfb_ns is set */
+    unsigned headers_done : 1; /* on_headers has run */
+    unsigned paused : 1;       /* the caller asked for no more on_data */
+    unsigned curl_paused : 1;  /* libcurl holds bytes for us (we returned PAUSE) */
+    unsigned canceled : 1;     /* no callback may run any more */
+    unsigned done : 1;         /* on_done is running */
+    link_t all;                /* u->calls: every call not yet freed */
+    link_t fb;                 /* u->fb_wait, sorted by fb_deadline */
+    link_t aux;                /* exactly one of u->to_add, u->to_resume, u->zombies, or none */
+};
+
+struct tg_upstream {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;    /* libcurl's timeout */
+    uv_timer_t fb_timer; /* the earliest first-byte deadline */
+    uv_timer_t kick;     /* runs queued resumes */
+    int depth;           /* > 0 while inside libcurl: its callbacks may be on the stack */
+    int entered;         /* our uv callbacks on the stack */
+    int handles;         /* open or closing uv handles; u is freed when 0 after destroy */
+    int destroy_pending; /* destroy asked from a callback; done on the way out */
+    int destroying;      /* handles are closing; freed in the last close callback */
+    link_t calls, fb_wait, to_add, to_resume, zombies, socks;
+    CURL *pool[EASY_POOL];
+    int npool;
+};
+
+static void settle(tg_upstream_t *u);
+static void do_destroy(tg_upstream_t *u);
+
+/* ---- entering and leaving the loop's callbacks ----------------------------- */
+
+static void enter(tg_upstream_t *u)
+{
+    u->entered++;
+}
+
+static void leave(tg_upstream_t *u)
+{
+    if (--u->entered == 0 && u->destroy_pending) do_destroy(u);
+}
+
+static void handle_closed(tg_upstream_t *u)
+{
+    if (--u->handles == 0 && u->destroying) free(u);
+}
+
+/* ---- calls: release ------------------------------------------------------ */
+
+/* Takes c out of libcurl and every list. Not from inside libcurl. */
+static void detach(tg_upcall_t *c)
+{
+    tg_upstream_t *u = c->u;
+    link_del(&c->all);
+    link_del(&c->fb);
+    link_del(&c->aux);
+    if (c->in_multi) {
+        assert(u->depth == 0);
+        curl_multi_remove_handle(u->multi, c->easy);
+        c->in_multi = 0;
+    }
+}
+
+static void call_free(tg_upcall_t *c)
+{
+    tg_upstream_t *u = c->u;
+    curl_slist_free_all(c->hdrs);
+    tg_buf_free(&c->head);
+    if (c->easy) {
+        /* A reset handle keeps nothing of the call but is cheap to set up again. */
+        if (u->npool < EASY_POOL && !u->destroy_pending) {
+            curl_easy_reset(c->easy);
+            u->pool[u->npool++] = c->easy;
+        } else {
+            curl_easy_cleanup(c->easy);
+        }
+    }
+    free(c);
+}
+
+static int map_result(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OK:
+        return 0;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return TG_ECONNECT;
+    case CURLE_OPERATION_TIMEDOUT:
+        return TG_ETIMEDOUT; /* connect or total */
+    default:
+        return TG_EUPSTREAM;
+    }
+}
+
+/* Ends c with on_done(err) and frees it. Not from inside libcurl. */
+static void finish(tg_upcall_t *c, int err)
+{
+    /* A transfer libcurl calls complete without a response head (it should
+     * not happen for HTTP) would leave the caller with no status. */
+    if (err == 0 && !c->headers_done) err = TG_EUPSTREAM;
+    detach(c);
+    c->done = 1;
+    c->cbs.on_done(c, err, c->ud);
+    call_free(c);
+}
+
+/* ---- first-byte deadlines: one timer, calls sorted by deadline ------------ */
+
+static void on_fb_timer(uv_timer_t *t)
+{
+    tg_upstream_t *u = t->data;
+    uint64_t now = uv_now(u->loop);
+    enter(u);
+    while (!link_empty(&u->fb_wait) && !u->destroy_pending) {
+        tg_upcall_t *c = container_of(u->fb_wait.next, tg_upcall_t, fb);
+        if (c->fb_deadline > now) {
+            uv_timer_start(&u->fb_timer, on_fb_timer, c->fb_deadline - now, 0);
+            break;
+        }
+        finish(c, TG_ETIMEDOUT);
+    }
+    leave(u);
+}
+
+/* Starts (or restarts, when libcurl retries on a fresh connection) c's wait
+ * for its first response byte. Deadlines are inserted from the tail: calls
+ * with equal timeouts arrive in deadline order, so this is O(1) for them. */
+static void fb_arm(tg_upcall_t *c)
+{
+    tg_upstream_t *u = c->u;
+    link_del(&c->fb);
+    c->fb_deadline = uv_now(u->loop) + c->fb_timeout_ms;
+    link_t *at = u->fb_wait.prev;
+    while (at != &u->fb_wait && container_of(at, tg_upcall_t, fb)->fb_deadline > c->fb_deadline)
+        at = at->prev;
+    link_insert_after(at, &c->fb);
+    if (u->fb_wait.next == &c->fb) uv_timer_start(&u->fb_timer, on_fb_timer, c->fb_timeout_ms, 0);
+}
+
+/* ---- libcurl's callbacks for one call ----------------------------------- */
+
+/* The connection is ready and the request is about to go: the first-byte
+ * clock starts here, so connecting is covered by connect_timeout_ms only. */
+static int on_curl_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port,
+                          int local_port)
+{
+    tg_upcall_t *c = ud;
+    if (c->canceled) return CURL_PREREQFUNC_ABORT;
+    if (c->fb_timeout_ms && !c->got_byte) fb_arm(c);
+    return CURL_PREREQFUNC_OK;
+}
+
+static int parse_status(const char *p, size_t n)
+{
+    const char *sp = memchr(p, ' ', n);
+    if (!sp || (size_t)(p + n - sp) < 4) return 0;
+    int s = 0;
+    for (int i = 1; i <= 3; i++) {
+        if (sp[i] < '0' || sp[i] > '9') return 0;
+        s = s * 10 + (sp[i] - '0');
+    }
+    return s;
+}
+
+static int is_ows(char ch)
+{
+    return ch == ' ' || ch == '\t';
+}
+
+/* Splits c->head in place into NUL-terminated names and trimmed values and
+ * calls on_headers. Continuation (obs-fold) lines are dropped. */
+static int deliver_headers(tg_upcall_t *c)
+{
+    tg_header_t stack[STACK_HEADERS], *h = stack;
+    stack[0] = (tg_header_t){0}; /* only the first n are read; this tells the compiler */
+    char *b = c->head.data;
+    size_t len = c->head.len, max = 0, n = 0;
+    for (size_t i = 0; i < len; i++)
+        max += b[i] == '\n';
+    if (max > STACK_HEADERS) {
+        h = malloc(max * sizeof(*h));
+        if (!h) return TG_ENOMEM;
+    }
+    for (size_t i = 0; i < len;) {
+        char *ls = b + i;
+        char *le = memchr(ls, '\n', len - i);
+        le = le ? le : b + len;
+        i = (size_t)(le - b) + 1;
+        char *colon = memchr(ls, ':', (size_t)(le - ls));
+        if (!colon || colon == ls || is_ows(*ls)) continue;
+        char *ne = colon, *vs = colon + 1, *ve = le;
+        while (ne > ls && is_ows(ne[-1]))
+            ne--;
+        while (vs < ve && is_ows(*vs))
+            vs++;
+        while (ve > vs && (is_ows(ve[-1]) || ve[-1] == '\r'))
+            ve--;
+        *ne = '\0';
+        *ve = '\0';
+        h[n++] = (tg_header_t){ls, (size_t)(ne - ls), vs, (size_t)(ve - vs)};
+    }
+    c->cbs.on_headers(c, c->status, h, n, c->ud);
+    if (h != stack) free(h);
+    return 0;
+}
+
+/* One header line at a time, status line first, then an empty line; again for
+ * each 1xx interim response, and once more for chunked trailers. */
+static size_t on_curl_header(char *p, size_t size, size_t nmemb, void *ud)
+{
+    tg_upcall_t *c = ud;
+    size_t len = size * nmemb;
+    if (c->canceled) return CURL_WRITEFUNC_ERROR;
+    if (!c->got_byte) {
+        c->got_byte = 1;
+        c->ttfb_ns = tg_now_ns() - c->start_ns;
+        link_del(&c->fb); /* the shared timer just finds nothing due */
+    }
+    if (c->headers_done) return len; /* trailers: not part of the head */
+    if (c->status == 0) {
+        c->status = parse_status(p, len);
+        tg_buf_reset(&c->head);
+        (void)tg_buf_reserve(&c->head, 1024); /* one allocation for a typical head */
+        return c->status >= 100 ? len : CURL_WRITEFUNC_ERROR;
+    }
+    if (len > 0 && (p[0] == '\r' || p[0] == '\n')) {
+        if (c->status < 200) { /* interim: the final status line follows */
+            c->status = 0;
+            return len;
+        }
+        c->headers_done = 1;
+        int rc = deliver_headers(c);
+        tg_buf_free(&c->head);
+        return rc || c->canceled ? CURL_WRITEFUNC_ERROR : len;
+    }
+    /* Over MAX_HEADER_BYTES the transfer fails (CURLE_WRITE_ERROR -> TG_EUPSTREAM). */
+    return tg_buf_append(&c->head, p, len) ? CURL_WRITEFUNC_ERROR : len;
+}
+
+static size_t on_curl_body(char *p, size_t size, size_t nmemb, void *ud)
+{
+    tg_upcall_t *c = ud;
+    size_t len = size * nmemb;
+    if (c->canceled || !c->headers_done) return CURL_WRITEFUNC_ERROR;
+    if (c->paused) {
+        /* libcurl keeps these bytes and writes them again after CURLPAUSE_CONT. */
+        c->curl_paused = 1;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if (len == 0) return 0;
+    int r = c->cbs.on_data(c, p, len, c->ud);
+    if (c->canceled) return CURL_WRITEFUNC_ERROR;
+    if (r) c->paused = 1;
+    return len; /* consumed either way */
+}
+
+/* ---- driving the multi handle from the loop ------------------------------ */
+
+/* Runs after every entry into libcurl, once it has returned: frees calls
+ * canceled from inside it, adds calls started from inside it, and ends the
+ * transfers it finished. */
+static void settle(tg_upstream_t *u)
+{
+    if (u->depth || u->destroy_pending) return;
+    while (!link_empty(&u->zombies)) {
+        tg_upcall_t *c = container_of(u->zombies.next, tg_upcall_t, aux);
+        detach(c);
+        call_free(c);
+    }
+    while (!link_empty(&u->to_add) && !u->destroy_pending) {
+        tg_upcall_t *c = container_of(u->to_add.next, tg_upcall_t, aux);
+        link_del(&c->aux);
+        if (curl_multi_add_handle(u->multi, c->easy) == CURLM_OK)
+            c->in_multi = 1;
+        else
+            finish(c, TG_EUPSTREAM);
+    }
+    CURLMsg *m;
+    int left;
+    while (!u->destroy_pending && (m = curl_multi_info_read(u->multi, &left))) {
+        if (m->msg != CURLMSG_DONE) continue;
+        CURLcode rc = m->data.result; /* m dies with the handle's removal */
+        char *priv = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+        tg_upcall_t *c = (tg_upcall_t *)priv;
+        if (c->canceled) { /* a zombie whose removal raced its end */
+            detach(c);
+            call_free(c);
+            continue;
+        }
+        if (rc != CURLE_OK) tg_debug("upstream: %s", curl_easy_strerror(rc));
+        finish(c, map_result(rc));
+    }
+}
+
+static void drive(tg_upstream_t *u, curl_socket_t fd, int flags)
+{
+    int running;
+    u->depth++;
+    curl_multi_socket_action(u->multi, fd, flags, &running);
+    u->depth--;
+    settle(u);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    sock_t *s = h->data;
+    tg_upstream_t *u = s->u;
+    int flags = 0;
+    if (status < 0) flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+    enter(u);
+    drive(u, s->fd, flags); /* s may be closing after this */
+    leave(u);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    tg_upstream_t *u = t->data;
+    enter(u);
+    drive(u, CURL_SOCKET_TIMEOUT, 0);
+    leave(u);
+}
+
+static void on_sock_closed(uv_handle_t *h)
+{
+    sock_t *s = h->data;
+    tg_upstream_t *u = s->u;
+    free(s);
+    handle_closed(u);
+}
+
+static void sock_close(sock_t *s)
+{
+    link_del(&s->link);
+    uv_close((uv_handle_t *)&s->poll, on_sock_closed);
+}
+
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    tg_upstream_t *u = userp;
+    sock_t *s = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        /* libcurl has not closed fd yet, so stopping the poll here is safe. */
+        if (s) {
+            curl_multi_assign(u->multi, fd, NULL);
+            sock_close(s);
+        }
+        return 0;
+    }
+    if (!s) {
+        s = malloc(sizeof(*s));
+        if (!s) return -1;
+        if (uv_poll_init_socket(u->loop, &s->poll, fd) != 0) {
+            free(s);
+            return -1;
+        }
+        s->poll.data = s;
+        s->fd = fd;
+        s->u = u;
+        u->handles++;
+        link_push(&u->socks, &s->link);
+        curl_multi_assign(u->multi, fd, s);
+    }
+    int events = 0;
+    if (what & CURL_POLL_IN) events |= UV_READABLE;
+    if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
+    return uv_poll_start(&s->poll, events, on_poll) == 0 ? 0 : -1;
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    tg_upstream_t *u = userp;
+    if (u->destroying) return 0;
+    if (timeout_ms < 0)
+        uv_timer_stop(&u->timer);
+    else /* even 0: libcurl must not be re-entered from this callback */
+        uv_timer_start(&u->timer, on_timer, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+/* Unpauses the calls resumed since the last run. libcurl writes the bytes it
+ * held from inside curl_easy_pause, hence the depth count around it. */
+static void on_kick(uv_timer_t *t)
+{
+    tg_upstream_t *u = t->data;
+    link_t list;
+    enter(u);
+    /* Take the current queue: a call resumed from a callback below waits for
+     * the next run, so this loop always ends. */
+    link_init(&list);
+    if (!link_empty(&u->to_resume)) {
+        list = u->to_resume;
+        list.next->prev = &list;
+        list.prev->next = &list;
+        link_init(&u->to_resume);
+    }
+    while (!link_empty(&list) && !u->destroy_pending) {
+        tg_upcall_t *c = container_of(list.next, tg_upcall_t, aux);
+        link_del(&c->aux);
+        if (c->paused || !c->curl_paused) continue; /* paused again meanwhile */
+        c->curl_paused = 0;
+        u->depth++;
+        curl_easy_pause(c->easy, CURLPAUSE_CONT);
+        u->depth--;
+    }
+    while (!link_empty(&list))
+        link_del(list.next); /* destroy: drop the rest */
+    if (!u->destroy_pending) drive(u, CURL_SOCKET_TIMEOUT, 0);
+    leave(u);
+}
+
+/* ---- public API ---------------------------------------------------------- */
+
+int tg_upstream_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : TG_EIO;
+}
+
+void tg_upstream_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+int tg_upstream_create(tg_upstream_t **out, uv_loop_t *loop)
+{
+    tg_upstream_t *u = calloc(1, sizeof(*u));
+    if (!u) return TG_ENOMEM;
+    u->multi = curl_multi_init();
+    if (!u->multi) {
+        free(u);
+        return TG_ENOMEM;
+    }
+    u->loop = loop;
+    link_init(&u->calls);
+    link_init(&u->fb_wait);
+    link_init(&u->to_add);
+    link_init(&u->to_resume);
+    link_init(&u->zombies);
+    link_init(&u->socks);
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, MAX_CONNECTS);
+    uv_timer_init(loop, &u->timer);
+    uv_timer_init(loop, &u->fb_timer);
+    uv_timer_init(loop, &u->kick);
+    u->timer.data = u->fb_timer.data = u->kick.data = u;
+    u->handles = 3;
+    *out = u;
+    return 0;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    handle_closed(h->data);
+}
+
+static void do_destroy(tg_upstream_t *u)
+{
+    while (!link_empty(&u->calls)) {
+        tg_upcall_t *c = container_of(u->calls.next, tg_upcall_t, all);
+        detach(c);
+        call_free(c);
+    }
+    while (u->npool)
+        curl_easy_cleanup(u->pool[--u->npool]);
+    u->destroying = 1;
+    curl_multi_cleanup(u->multi); /* closes pooled connections; may remove sockets */
+    u->multi = NULL;
+    while (!link_empty(&u->socks))
+        sock_close(container_of(u->socks.next, sock_t, link));
+    uv_close((uv_handle_t *)&u->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&u->fb_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&u->kick, on_timer_closed);
+}
+
+void tg_upstream_destroy(tg_upstream_t *u)
+{
+    if (!u || u->destroy_pending) return;
+    u->destroy_pending = 1;
+    /* From inside a callback: silence every call now, free them on the way out. */
+    for (link_t *l = u->calls.next; l != &u->calls; l = l->next)
+        container_of(l, tg_upcall_t, all)->canceled = 1;
+    if (u->entered == 0) do_destroy(u);
+}
+
+static int setup(tg_upcall_t *c, const tg_upcall_opts_t *o)
+{
+    CURL *e = c->easy;
+    CURLcode rc = CURLE_OK;
+#define SET(opt, val)                                                                              \
+    do {                                                                                           \
+        if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val);                                    \
+    } while (0)
+    SET(CURLOPT_URL, o->url);
+    SET(CURLOPT_PRIVATE, (void *)c);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https"); /* never file:// or others from a config typo */
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_TCP_NODELAY, 1L);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_BUFFERSIZE, RECV_BUFFER);
+    SET(CURLOPT_UPLOAD_BUFFERSIZE, RECV_BUFFER); /* default 64 KiB per POSTing call */
+    SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);   /* a proxy's reply is not the response */
+    SET(CURLOPT_HEADERFUNCTION, on_curl_header);
+    SET(CURLOPT_HEADERDATA, (void *)c);
+    SET(CURLOPT_WRITEFUNCTION, on_curl_body);
+    SET(CURLOPT_WRITEDATA, (void *)c);
+    SET(CURLOPT_PREREQFUNCTION, on_curl_prereq);
+    SET(CURLOPT_PREREQDATA, (void *)c);
+    if (o->connect_timeout_ms) SET(CURLOPT_CONNECTTIMEOUT_MS, (long)o->connect_timeout_ms);
+    if (o->total_timeout_ms) SET(CURLOPT_TIMEOUT_MS, (long)o->total_timeout_ms);
+
+    const char *m = o->method ? o->method : o->body ? "POST" : "GET";
+    if (o->body || strcmp(m, "POST") == 0) {
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
+        SET(CURLOPT_POSTFIELDS, o->body ? o->body : ""); /* borrowed, not copied */
+        if (strcmp(m, "POST") != 0) SET(CURLOPT_CUSTOMREQUEST, m);
+    } else if (strcmp(m, "GET") == 0) {
+        SET(CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(m, "HEAD") == 0) {
+        SET(CURLOPT_NOBODY, 1L);
+    } else {
+        SET(CURLOPT_CUSTOMREQUEST, m);
+    }
+#undef SET
+    if (rc != CURLE_OK) return rc == CURLE_OUT_OF_MEMORY ? TG_ENOMEM : TG_EINVAL;
+
+    for (size_t i = 0; i < o->nheaders; i++) {
+        struct curl_slist *l = curl_slist_append(c->hdrs, o->headers[i]);
+        if (!l) return TG_ENOMEM;
+        c->hdrs = l;
+    }
+    /* An empty Expect: stops libcurl waiting for 100-continue on big bodies. */
+    struct curl_slist *l = curl_slist_append(c->hdrs, "Expect:");
+    if (!l) return TG_ENOMEM;
+    c->hdrs = l;
+    return curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->hdrs) == CURLE_OK ? 0 : TG_EINVAL;
+}
+
+int tg_upcall_start(tg_upstream_t *u, const tg_upcall_opts_t *opts, const tg_upcall_cbs_t *cbs,
+                    void *ud, tg_upcall_t **out)
+{
+    if (!u || !opts || !opts->url || !cbs || !cbs->on_headers || !cbs->on_data || !cbs->on_done ||
+        !out)
+        return TG_EINVAL;
+    if (u->destroy_pending) return TG_ECLOSED;
+    tg_upcall_t *c = calloc(1, sizeof(*c));
+    if (!c) return TG_ENOMEM;
+    c->u = u;
+    c->cbs = *cbs;
+    c->ud = ud;
+    c->fb_timeout_ms = opts->first_byte_timeout_ms;
+    c->start_ns = tg_now_ns();
+    tg_buf_init(&c->head, MAX_HEADER_BYTES);
+    link_init(&c->all);
+    link_init(&c->fb);
+    link_init(&c->aux);
+    c->easy = u->npool ? u->pool[--u->npool] : curl_easy_init();
+    int rc = c->easy ? setup(c, opts) : TG_ENOMEM;
+    if (rc == 0 && u->depth == 0) {
+        if (curl_multi_add_handle(u->multi, c->easy) == CURLM_OK)
+            c->in_multi = 1;
+        else
+            rc = TG_EUPSTREAM;
+    }
+    if (rc) {
+        call_free(c);
+        return rc;
+    }
+    link_push(&u->calls, &c->all);
+    /* libcurl refuses a handle added from inside its callbacks: settle() adds it. */
+    if (!c->in_multi) link_push(&u->to_add, &c->aux);
+    *out = c;
+    return 0;
+}
+
+void tg_upcall_pause(tg_upcall_t *c)
+{
+    if (c && !c->done && !c->canceled) c->paused = 1;
+}
+
+void tg_upcall_resume(tg_upcall_t *c)
+{
+    if (!c || c->done || c->canceled || !c->paused) return;
+    tg_upstream_t *u = c->u;
+    c->paused = 0;
+    /* If libcurl never got a PAUSE (no bytes came meanwhile), there is nothing to undo. */
+    if (c->curl_paused && link_empty(&c->aux)) {
+        link_push(&u->to_resume, &c->aux);
+        uv_timer_start(&u->kick, on_kick, 0, 0);
+    }
+}
+
+void tg_upcall_cancel(tg_upcall_t *c)
+{
+    if (!c || c->done || c->canceled) return;
+    tg_upstream_t *u = c->u;
+    c->canceled = 1;
+    if (u->depth && c->in_multi) {
+        /* libcurl may be inside this very transfer: its callbacks now fail
+         * it, and settle() removes and frees it when libcurl returns. */
+        link_del(&c->fb);
+        link_del(&c->aux);
+        link_push(&u->zombies, &c->aux);
+        return;
+    }
+    detach(c);
+    call_free(c);
+}
+
+uint64_t tg_upcall_ttfb_us(const tg_upcall_t *c)
+{
+    return c && c->got_byte ? c->ttfb_ns / 1000 : 0;
+}
