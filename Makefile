@@ -56,9 +56,7 @@ e2e: all
 	@bash tests/e2e/run.sh
 
 test: all
-	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory unit-asan
-	@$(MAKE) --no-print-directory e2e
+	@bash scripts/test.sh
 
 run: all
 	@bash scripts/quickstart.sh
