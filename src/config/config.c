@@ -367,7 +367,7 @@ int tg_config_load(tg_config_t **out, const char *path, char *err, size_t errcap
         return TG_ECONFIG;
     }
     const char *ep = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &ep, 1);
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len + 1, &ep, 1);
     if (!root) {
         size_t off = ep ? (size_t)(ep - text) : 0, line = 1;
         for (size_t i = 0; i < off && i < len; i++) line += text[i] == '\n';
