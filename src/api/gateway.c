@@ -56,6 +56,11 @@ void tg_api_send(tg_wctx_t *w, tg_req_t *req, int route, int status, const char 
 {
     tg_header_t h[2];
     size_t n = 0;
+    char fresh[40];
+    if (!request_id) {
+        tg_api_new_id(w, fresh, sizeof(fresh), "req_");
+        request_id = fresh;
+    }
     h[n++] = (tg_header_t){"Content-Type", 12, content_type, strlen(content_type)};
     if (request_id) h[n++] = (tg_header_t){"x-request-id", 12, request_id, strlen(request_id)};
     tg_api_log(w, req, route, status, request_id, NULL);

@@ -733,9 +733,12 @@ static void conn_reject(conn_t *c, int status)
     tg_worker_t *w = c->w;
     req_release(c);
     c->linger = 1; /* the rest of what we refused may still be on its way */
-    static const tg_header_t ct = {"Content-Type", 12, "application/json", 16};
+    char rid[40];
+    tg_random_id(rid, sizeof(rid), "req_", 16); /* every answer can be quoted in a report */
+    const tg_header_t hs[2] = {{"Content-Type", 12, "application/json", 16},
+                               {"x-request-id", 12, rid, strlen(rid)}};
     if (!error_json(&w->ebuf, status, code, msg) &&
-        !build_head(w, status, &ct, 1, 0, FRAME_LENGTH, w->ebuf.len)) {
+        !build_head(w, status, hs, 2, 0, FRAME_LENGTH, w->ebuf.len)) {
         uv_buf_t b[2] = {uv_buf_init(w->hbuf.data, (unsigned)w->hbuf.len),
                          uv_buf_init(w->ebuf.data, (unsigned)w->ebuf.len)};
         conn_write(c, b, 2);
