@@ -650,6 +650,20 @@ static int sq_usage_count(tg_store_t *st, int64_t *out)
     return query_i64((tg_sqlite_t *)st, S_USAGE_COUNT, out, "count usage");
 }
 
+static int sq_set_autocheckpoint(tg_store_t *st, int on)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    sqlite3_wal_autocheckpoint(s->db, on ? 1000 : 0);
+    return 0;
+}
+
+static int sq_checkpoint(tg_store_t *st)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? 0 : TG_ESTORE;
+}
+
 const tg_store_backend_t tg_store_sqlite_backend = {
     .name = "sqlite",
     .open = sq_open,
@@ -663,4 +677,6 @@ const tg_store_backend_t tg_store_sqlite_backend = {
     .usage_append = sq_usage_append,
     .usage_list = sq_usage_list,
     .usage_count = sq_usage_count,
+    .set_autocheckpoint = sq_set_autocheckpoint,
+    .checkpoint = sq_checkpoint,
 };

@@ -23,8 +23,8 @@
 typedef struct tg_store tg_store_t;
 
 typedef struct {
-    const char *driver; /* "sqlite" */
-    const char *path;   /* database file; parent directories are created */
+    const char *driver;   /* "sqlite" */
+    const char *path;     /* database file; parent directories are created */
     int synchronous_full; /* 0: WAL + synchronous=NORMAL (survives process kill), 1: FULL */
     uint32_t busy_timeout_ms;
 } tg_store_config_t;
@@ -50,6 +50,14 @@ int tg_store_usage_append(tg_store_t *st, const tg_usage_event_t *ev, size_t n);
 int tg_store_usage_list(tg_store_t *st, int64_t from_ms, int64_t to_ms, tg_usage_event_t **out,
                         size_t *n);
 int tg_store_usage_count(tg_store_t *st, int64_t *out);
+
+/* Log maintenance. The writer's connection turns automatic checkpoints off
+ * and a background connection runs tg_store_checkpoint instead, so copying
+ * the WAL back into the database never stalls a commit (and so a response).
+ * No-ops for backends without a write-ahead log of their own. */
+int tg_store_set_autocheckpoint(tg_store_t *st, int on);
+/* A checkpoint that never blocks writers (SQLite: PASSIVE). */
+int tg_store_checkpoint(tg_store_t *st);
 
 /* ---- the writer thread ---------------------------------------------------- */
 

@@ -87,6 +87,11 @@ struct tg_writer {
     uint64_t next_tick_ns; /* monotonic deadline; 0 = due now */
     /* Read by any thread without the lock (health checks). */
     _Atomic int64_t last_ok_ms;
+    /* The checkpointer: its own connection, so WAL copying runs beside commits. */
+    pthread_t ckpt_thread;
+    tg_store_t *ckpt_st;
+    int ckpt_started;
+    _Atomic int ckpt_stop;
 };
 
 /* ---- helpers ----------------------------------------------------------------- */
@@ -365,6 +370,42 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Copies the WAL back into the database every 200 ms with a PASSIVE
+ * checkpoint, which never blocks the writer; the writer's own connection has
+ * automatic checkpoints off, so no commit ever waits for one. */
+static void *ckpt_main(void *arg)
+{
+    tg_writer_t *w = arg;
+    while (!atomic_load(&w->ckpt_stop)) {
+        sleep_ms(200);
+        tg_store_checkpoint(w->ckpt_st);
+    }
+    tg_store_checkpoint(w->ckpt_st);
+    return NULL;
+}
+
+/* Before the writer thread exists, so its connection is set up from here. */
+static void ckpt_start(tg_writer_t *w, const tg_store_config_t *cfg)
+{
+    if (tg_store_open(&w->ckpt_st, cfg) != 0) return; /* keep automatic checkpoints */
+    if (pthread_create(&w->ckpt_thread, NULL, ckpt_main, w) != 0) {
+        tg_store_close(w->ckpt_st);
+        w->ckpt_st = NULL;
+        return;
+    }
+    w->ckpt_started = 1;
+    tg_store_set_autocheckpoint(w->st, 0);
+}
+
+static void ckpt_stop(tg_writer_t *w)
+{
+    if (!w->ckpt_started) return;
+    atomic_store(&w->ckpt_stop, 1);
+    pthread_join(w->ckpt_thread, NULL);
+    tg_store_close(w->ckpt_st);
+    w->ckpt_started = 0;
+}
+
 /* ---- public ------------------------------------------------------------------ */
 
 int tg_writer_start(tg_writer_t **out, const tg_store_config_t *cfg, size_t queue_max)
@@ -389,10 +430,12 @@ int tg_writer_start(tg_writer_t **out, const tg_store_config_t *cfg, size_t queu
                 pthread_cond_init(&w->cv, &ca) == 0;
         pthread_condattr_destroy(&ca);
     }
+    if (mu_ok && cv_ok) ckpt_start(w, cfg);
     if (mu_ok && cv_ok && pthread_create(&w->thread, NULL, writer_main, w) == 0) {
         *out = w;
         return 0;
     }
+    ckpt_stop(w);
     if (mu_ok) pthread_mutex_destroy(&w->mu);
     if (cv_ok) pthread_cond_destroy(&w->cv);
     tg_store_close(w->st);
@@ -408,6 +451,7 @@ void tg_writer_stop(tg_writer_t *w)
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL); /* the thread commits what is pending first */
+    ckpt_stop(w);
     tg_store_close(w->st);
     batch_free(&w->pending);
     pthread_cond_destroy(&w->cv);
