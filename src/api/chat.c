@@ -27,14 +27,14 @@ typedef struct {
     char *upbody; /* rewritten body (owned) or NULL when the client's is sent */
     int stream;
     int client_wants_usage;
-    int status;       /* upstream status */
-    int started;      /* response headers sent to the client */
+    int status;  /* upstream status */
+    int started; /* response headers sent to the client */
     int paused;
-    int recorded;     /* usage event submitted */
+    int recorded; /* usage event submitted */
     int saw_done;
     int saw_usage;
-    int aborted;      /* the client went away */
-    int fin;          /* FIN_* */
+    int aborted; /* the client went away */
+    int fin;     /* FIN_* */
     int err_status;
     const char *err_code, *err_msg;
     int64_t est_input;
@@ -126,10 +126,10 @@ static void upstream_over(chat_t *c, int err)
     if (err) {
         c->fin = FIN_ERROR;
         c->err_status = err == TG_ETIMEDOUT ? 504 : 502;
-        c->err_code = err == TG_ETIMEDOUT   ? "upstream_timeout"
-                      : err == TG_ECONNECT  ? "upstream_unreachable"
-                      : err == TG_ETOOBIG   ? "upstream_response_too_large"
-                                            : "upstream_error";
+        c->err_code = err == TG_ETIMEDOUT  ? "upstream_timeout"
+                      : err == TG_ECONNECT ? "upstream_unreachable"
+                      : err == TG_ETOOBIG  ? "upstream_response_too_large"
+                                           : "upstream_error";
         c->err_msg = err == TG_ETIMEDOUT  ? "The model provider did not answer in time."
                      : err == TG_ECONNECT ? "The model provider could not be reached."
                      : err == TG_ETOOBIG  ? "The model provider's response was too large."
@@ -300,8 +300,8 @@ void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
         bad_code = "missing_model", bad_msg = "'model' is required and must be a string.";
     } else if (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) == 0) {
         bad_code = "invalid_request", bad_msg = "'messages' must be a non-empty array.";
-    } else if (!(route = tg_config_model(w->gw->cfg, model->valuestring,
-                                         strlen(model->valuestring)))) {
+    } else if (!(route =
+                     tg_config_model(w->gw->cfg, model->valuestring, strlen(model->valuestring)))) {
         bad_status = 404, bad_code = "model_not_found",
         bad_msg = "The model does not exist or you do not have access to it.";
     }
@@ -389,13 +389,16 @@ void tg_api_models(tg_wctx_t *w, tg_req_t *req)
         const tg_model_route_t *m = &cfg->models[i];
         rc = tg_buf_appends(&b, i ? ",{\"id\":" : "{\"id\":");
         if (!rc) rc = tg_buf_json_str(&b, m->id, strlen(m->id));
-        if (!rc) rc = tg_buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":",
-                                    (long long)m->created);
+        if (!rc)
+            rc = tg_buf_printf(
+                &b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":", (long long)m->created);
         if (!rc) rc = tg_buf_json_str(&b, m->provider->name, strlen(m->provider->name));
         if (!rc) rc = tg_buf_appends(&b, "}");
     }
     if (!rc) rc = tg_buf_appends(&b, "]}");
-    if (rc) tg_api_error(w, req, TG_ROUTE_MODELS, 500, "internal_error", "Out of memory.", NULL);
-    else tg_api_send(w, req, TG_ROUTE_MODELS, 200, "application/json", NULL, b.data, b.len);
+    if (rc)
+        tg_api_error(w, req, TG_ROUTE_MODELS, 500, "internal_error", "Out of memory.", NULL);
+    else
+        tg_api_send(w, req, TG_ROUTE_MODELS, 200, "application/json", NULL, b.data, b.len);
     tg_buf_free(&b);
 }

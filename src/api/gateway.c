@@ -40,8 +40,8 @@ static void access_log(tg_wctx_t *w, tg_req_t *req, int status, const char *requ
     /* Never the key itself: only its id. */
     tg_info("access method=%s path=%.*s status=%d us=%llu request_id=%s key_id=%s remote=%s",
             req->method_str, (int)(req->path_len > 200 ? 200 : req->path_len), req->path, status,
-            (unsigned long long)us, request_id ? request_id : "-",
-            key_id && *key_id ? key_id : "-", req->remote_addr);
+            (unsigned long long)us, request_id ? request_id : "-", key_id && *key_id ? key_id : "-",
+            req->remote_addr);
 }
 
 void tg_api_log(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *request_id,
@@ -70,7 +70,7 @@ void tg_api_send(tg_wctx_t *w, tg_req_t *req, int route, int status, const char 
 void tg_api_error(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *code,
                   const char *msg, const char *request_id)
 {
-    const char *type = status >= 500 ? "api_error"
+    const char *type = status >= 500   ? "api_error"
                        : status == 401 ? "authentication_error"
                        : status == 404 ? "not_found_error"
                                        : "invalid_request_error";
@@ -92,7 +92,8 @@ static int bearer(const char *v, const char **tok, size_t *len)
 {
     if (!v || strncasecmp(v, "Bearer ", 7) != 0) return 0;
     v += 7;
-    while (*v == ' ') v++;
+    while (*v == ' ')
+        v++;
     *tok = v;
     *len = strlen(v);
     return *len > 0;
@@ -189,8 +190,7 @@ static void handle(tg_req_t *req, void *ctx)
     tg_wctx_t *w = tg_worker_data(req->worker);
     int get = req->method == TG_HTTP_GET || req->method == TG_HTTP_HEAD;
     if (path_is(req, "/v1/chat/completions")) {
-        if (req->method != TG_HTTP_POST)
-            return method_not_allowed(w, req, TG_ROUTE_CHAT, "POST");
+        if (req->method != TG_HTTP_POST) return method_not_allowed(w, req, TG_ROUTE_CHAT, "POST");
         return tg_api_chat(w, req);
     }
     if (path_is(req, "/v1/models")) {

@@ -13,11 +13,11 @@ static const char *const route_names[TG_ROUTE_COUNT] = {
 
 /* Upper bounds in microseconds; the last bucket is +Inf. */
 static const uint64_t bucket_us[TG_METRICS_BUCKETS] = {
-    5000, 10000, 25000, 50000, 100000, 250000, 500000,
+    5000,    10000,   25000,   50000,    100000,   250000,   500000,
     1000000, 2500000, 5000000, 10000000, 30000000, 60000000, UINT64_MAX};
-static const char *const bucket_le[TG_METRICS_BUCKETS] = {
-    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60",
-    "+Inf"};
+static const char *const bucket_le[TG_METRICS_BUCKETS] = {"0.005", "0.01", "0.025", "0.05", "0.1",
+                                                          "0.25",  "0.5",  "1",     "2.5",  "5",
+                                                          "10",    "30",   "60",    "+Inf"};
 
 typedef struct {
     _Atomic uint64_t count[TG_METRICS_BUCKETS];
@@ -71,7 +71,8 @@ int tg_metrics_create(tg_metrics_t **out, int nshards, size_t nproviders,
             return TG_ENOMEM;
         }
     }
-    for (size_t i = 0; i < nproviders; i++) m->provider_names[i] = strdup(provider_names[i]);
+    for (size_t i = 0; i < nproviders; i++)
+        m->provider_names[i] = strdup(provider_names[i]);
     pthread_mutex_init(&m->mu, NULL);
     *out = m;
     return TG_OK;
@@ -81,11 +82,13 @@ void tg_metrics_destroy(tg_metrics_t *m)
 {
     if (!m) return;
     if (m->shards)
-        for (int i = 0; i < m->nshards; i++) free(m->shards[i].upstream);
+        for (int i = 0; i < m->nshards; i++)
+            free(m->shards[i].upstream);
     free(m->shards);
     free(m->tokens);
     if (m->provider_names)
-        for (size_t i = 0; i < m->nproviders; i++) free(m->provider_names[i]);
+        for (size_t i = 0; i < m->nproviders; i++)
+            free(m->provider_names[i]);
     free(m->provider_names);
     pthread_mutex_destroy(&m->mu);
     free(m);
@@ -107,7 +110,8 @@ void tg_metrics_upstream(tg_metrics_shard_t *s, size_t provider, uint64_t latenc
 {
     histo_t *h = &s->upstream[provider];
     int b = 0;
-    while (latency_us > bucket_us[b]) b++;
+    while (latency_us > bucket_us[b])
+        b++;
     atomic_fetch_add_explicit(&h->count[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_us, latency_us, memory_order_relaxed);
 }
@@ -115,9 +119,11 @@ void tg_metrics_upstream(tg_metrics_shard_t *s, size_t provider, uint64_t latenc
 static token_row_t *token_row(tg_metrics_t *m, const char *model, const char *team)
 {
     size_t h = 1469598103934665603ull;
-    for (const char *p = model; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    for (const char *p = model; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
     h = (h ^ 0xff) * 1099511628211ull;
-    for (const char *p = team; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    for (const char *p = team; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
     for (size_t i = 0; i < TOKEN_SLOTS; i++) {
         token_row_t *r = &m->tokens[(h + i) & (TOKEN_SLOTS - 1)];
         if (!r->used) {
@@ -175,8 +181,9 @@ int tg_metrics_render(tg_metrics_t *m, tg_buf_t *b)
             for (int i = 0; i < m->nshards; i++)
                 v += atomic_load_explicit(&m->shards[i].requests[r][st], memory_order_relaxed);
             if (v)
-                rc = tg_buf_printf(b, "tollgate_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
-                                   route_names[r], st, (unsigned long long)v);
+                rc = tg_buf_printf(
+                    b, "tollgate_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                    route_names[r], st, (unsigned long long)v);
         }
     if (!rc)
         rc = tg_buf_appends(b, "# HELP tollgate_upstream_latency_seconds Upstream call duration.\n"
@@ -187,11 +194,13 @@ int tg_metrics_render(tg_metrics_t *m, tg_buf_t *b)
             sum += atomic_load_explicit(&m->shards[i].upstream[p].sum_us, memory_order_relaxed);
         for (int k = 0; k < TG_METRICS_BUCKETS && !rc; k++) {
             for (int i = 0; i < m->nshards; i++)
-                cum += atomic_load_explicit(&m->shards[i].upstream[p].count[k],
-                                            memory_order_relaxed);
+                cum +=
+                    atomic_load_explicit(&m->shards[i].upstream[p].count[k], memory_order_relaxed);
             rc = tg_buf_appends(b, "tollgate_upstream_latency_seconds_bucket{provider=\"");
             if (!rc) rc = label(b, m->provider_names[p]);
-            if (!rc) rc = tg_buf_printf(b, "\",le=\"%s\"} %llu\n", bucket_le[k], (unsigned long long)cum);
+            if (!rc)
+                rc =
+                    tg_buf_printf(b, "\",le=\"%s\"} %llu\n", bucket_le[k], (unsigned long long)cum);
         }
         if (!rc) rc = tg_buf_appends(b, "tollgate_upstream_latency_seconds_sum{provider=\"");
         if (!rc) rc = label(b, m->provider_names[p]);
@@ -217,20 +226,24 @@ int tg_metrics_render(tg_metrics_t *m, tg_buf_t *b)
             if (!rc) rc = tg_buf_appends(b, "\",team=\"");
             if (!rc) rc = label(b, r->team);
             if (!rc)
-                rc = tg_buf_printf(b, "\",type=\"%s\"} %llu\n", types[t], (unsigned long long)vals[t]);
+                rc = tg_buf_printf(b, "\",type=\"%s\"} %llu\n", types[t],
+                                   (unsigned long long)vals[t]);
         }
     }
     if (!rc)
         rc = tg_buf_appends(b, "# HELP tollgate_usage_events_total Usage events recorded.\n"
                                "# TYPE tollgate_usage_events_total counter\n");
     uint64_t events = 0;
-    for (size_t i = 0; i < TOKEN_SLOTS; i++) events += m->tokens[i].used ? m->tokens[i].events : 0;
+    for (size_t i = 0; i < TOKEN_SLOTS; i++)
+        events += m->tokens[i].used ? m->tokens[i].events : 0;
     pthread_mutex_unlock(&m->mu);
-    if (!rc) rc = tg_buf_printf(b, "tollgate_usage_events_total %llu\n", (unsigned long long)events);
     if (!rc)
-        rc = tg_buf_printf(b, "# HELP tollgate_ledger_queue_depth Usage events waiting for the "
-                              "writer.\n# TYPE tollgate_ledger_queue_depth gauge\n"
-                              "tollgate_ledger_queue_depth %lld\n",
+        rc = tg_buf_printf(b, "tollgate_usage_events_total %llu\n", (unsigned long long)events);
+    if (!rc)
+        rc = tg_buf_printf(b,
+                           "# HELP tollgate_ledger_queue_depth Usage events waiting for the "
+                           "writer.\n# TYPE tollgate_ledger_queue_depth gauge\n"
+                           "tollgate_ledger_queue_depth %lld\n",
                            (long long)atomic_load(&m->queue_depth));
     return rc;
 }

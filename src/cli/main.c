@@ -168,9 +168,9 @@ static int cmd_serve(const args_t *a)
         goto out;
     }
     const char **names = calloc(cfg->nproviders + 1, sizeof(char *));
-    for (size_t i = 0; names && i < cfg->nproviders; i++) names[i] = cfg->providers[i].name;
-    rc = names ? tg_metrics_create(&metrics, cfg->http.workers, cfg->nproviders, names)
-               : TG_ENOMEM;
+    for (size_t i = 0; names && i < cfg->nproviders; i++)
+        names[i] = cfg->providers[i].name;
+    rc = names ? tg_metrics_create(&metrics, cfg->http.workers, cfg->nproviders, names) : TG_ENOMEM;
     free(names);
     if (rc) goto out;
     tg_writer_on_commit(writer, on_commit, metrics);
@@ -283,16 +283,17 @@ static int cmd_keys(const args_t *a)
         if ((rc = tg_store_keys_list(st, &keys, &n))) goto fail;
         if (a->json) {
             cJSON *arr = cJSON_CreateArray();
-            for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, key_json(&keys[i]));
+            for (size_t i = 0; i < n; i++)
+                cJSON_AddItemToArray(arr, key_json(&keys[i]));
             print_json(arr);
         } else {
             printf("%-22s %-12s %-20s %-16s %s\n", "ID", "PREFIX", "TEAM", "NAME", "STATE");
             int64_t now = tg_wall_ms();
             for (size_t i = 0; i < n; i++) {
                 const tg_key_t *k = &keys[i];
-                const char *state = k->revoked_ms                             ? "revoked"
+                const char *state = k->revoked_ms                           ? "revoked"
                                     : k->expires_ms && k->expires_ms <= now ? "expired"
-                                                                             : "active";
+                                                                            : "active";
                 printf("%-22s %-12s %-20s %-16s %s\n", k->id, k->prefix, k->team, k->name, state);
             }
         }
@@ -365,7 +366,8 @@ static int cmd_usage(const args_t *a)
             fprintf(stderr, "tollgate: usage list failed: %s\n", tg_strerror(rc));
         } else {
             cJSON *arr = cJSON_CreateArray();
-            for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, event_json(&ev[i]));
+            for (size_t i = 0; i < n; i++)
+                cJSON_AddItemToArray(arr, event_json(&ev[i]));
             print_json(arr);
             status = 0;
         }

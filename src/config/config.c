@@ -134,9 +134,9 @@ static int parse_listen(tg_config_t *c, const char *s, ctx_t *x, const char *pat
 static int parse_http(tg_config_t *c, const cJSON *h, ctx_t *x)
 {
     static const char *const fields[] = {
-        "max_header_bytes", "max_body_bytes", "max_response_bytes", "header_timeout_ms",
-        "body_timeout_ms", "idle_timeout_ms", "send_timeout_ms", "shutdown_timeout_ms",
-        "max_connections", "write_high_water", "write_low_water", NULL};
+        "max_header_bytes", "max_body_bytes",   "max_response_bytes", "header_timeout_ms",
+        "body_timeout_ms",  "idle_timeout_ms",  "send_timeout_ms",    "shutdown_timeout_ms",
+        "max_connections",  "write_high_water", "write_low_water",    NULL};
     const char *p = "http";
     tg_http_config_t *hc = &c->http;
     int rc;
@@ -176,9 +176,12 @@ static int parse_store(tg_config_t *c, const cJSON *s, ctx_t *x)
     if ((rc = get_str(x, s, "store", "path", 0, &c->store_path))) return rc;
     if ((rc = get_str(x, s, "store", "synchronous", 0, &sync))) return rc;
     if (sync) {
-        if (strcmp(sync, "full") == 0) c->store.synchronous_full = 1;
-        else if (strcmp(sync, "normal") == 0) c->store.synchronous_full = 0;
-        else rc = fail(x, "store.synchronous", "must be \"normal\" or \"full\"");
+        if (strcmp(sync, "full") == 0)
+            c->store.synchronous_full = 1;
+        else if (strcmp(sync, "normal") == 0)
+            c->store.synchronous_full = 0;
+        else
+            rc = fail(x, "store.synchronous", "must be \"normal\" or \"full\"");
         free(sync);
         if (rc) return rc;
     }
@@ -188,9 +191,15 @@ static int parse_store(tg_config_t *c, const cJSON *s, ctx_t *x)
 static int parse_provider(tg_config_t *c, tg_provider_t *pv, const cJSON *o, const char *p,
                           ctx_t *x)
 {
-    static const char *const fields[] = {
-        "name", "type", "base_url", "api_key_env", "region", "connect_timeout_ms",
-        "first_byte_timeout_ms", "total_timeout_ms", NULL};
+    static const char *const fields[] = {"name",
+                                         "type",
+                                         "base_url",
+                                         "api_key_env",
+                                         "region",
+                                         "connect_timeout_ms",
+                                         "first_byte_timeout_ms",
+                                         "total_timeout_ms",
+                                         NULL};
     int rc;
     if ((rc = check_fields(x, o, p, fields))) return rc;
     if ((rc = get_str(x, o, p, "name", 1, &pv->name)) ||
@@ -209,7 +218,8 @@ static int parse_provider(tg_config_t *c, tg_provider_t *pv, const cJSON *o, con
         return fail(x, fp, "must start with http:// or https://");
     }
     size_t n = strlen(pv->base_url);
-    while (n > 0 && pv->base_url[n - 1] == '/') pv->base_url[--n] = '\0';
+    while (n > 0 && pv->base_url[n - 1] == '/')
+        pv->base_url[--n] = '\0';
     if (!pv->region && !(pv->region = strdup(""))) return TG_ENOMEM;
     if (pv->api_key_env) {
         const char *v = getenv(pv->api_key_env);
@@ -219,8 +229,7 @@ static int parse_provider(tg_config_t *c, tg_provider_t *pv, const cJSON *o, con
     pv->first_byte_timeout_ms = 120000;
     pv->total_timeout_ms = 600000;
     if ((rc = get_u32(x, o, p, "connect_timeout_ms", 1, 600000, &pv->connect_timeout_ms)) ||
-        (rc = get_u32(x, o, p, "first_byte_timeout_ms", 0, 3600000,
-                      &pv->first_byte_timeout_ms)) ||
+        (rc = get_u32(x, o, p, "first_byte_timeout_ms", 0, 3600000, &pv->first_byte_timeout_ms)) ||
         (rc = get_u32(x, o, p, "total_timeout_ms", 0, 86400000, &pv->total_timeout_ms)))
         return rc;
     for (size_t i = 0; i < c->nproviders; i++)
@@ -232,17 +241,21 @@ static int parse_provider(tg_config_t *c, tg_provider_t *pv, const cJSON *o, con
     return TG_OK;
 }
 
-static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, const char *p,
-                       ctx_t *x)
+static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, const char *p, ctx_t *x)
 {
-    static const char *const fields[] = {
-        "id", "provider", "upstream_model", "region", "connect_timeout_ms",
-        "first_byte_timeout_ms", "total_timeout_ms", "created", NULL};
+    static const char *const fields[] = {"id",
+                                         "provider",
+                                         "upstream_model",
+                                         "region",
+                                         "connect_timeout_ms",
+                                         "first_byte_timeout_ms",
+                                         "total_timeout_ms",
+                                         "created",
+                                         NULL};
     int rc;
     char *prov = NULL, fp[256];
     if ((rc = check_fields(x, o, p, fields))) return rc;
-    if ((rc = get_str(x, o, p, "id", 1, &m->id)) ||
-        (rc = get_str(x, o, p, "provider", 1, &prov)) ||
+    if ((rc = get_str(x, o, p, "id", 1, &m->id)) || (rc = get_str(x, o, p, "provider", 1, &prov)) ||
         (rc = get_str(x, o, p, "upstream_model", 0, &m->upstream_model)) ||
         (rc = get_str(x, o, p, "region", 0, &m->region))) {
         free(prov);
@@ -277,8 +290,8 @@ static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, cons
 
 static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
 {
-    static const char *const fields[] = {"listen", "workers", "log_level", "access_log",
-                                         "store", "http", "ledger", "providers", "models", NULL};
+    static const char *const fields[] = {"listen", "workers", "log_level", "access_log", "store",
+                                         "http",   "ledger",  "providers", "models",     NULL};
     int rc;
     if ((rc = check_fields(x, root, "config", fields))) return rc;
     char *listen = NULL, *level = NULL;
@@ -370,7 +383,8 @@ int tg_config_load(tg_config_t **out, const char *path, char *err, size_t errcap
     cJSON *root = cJSON_ParseWithLengthOpts(text, len + 1, &ep, 1);
     if (!root) {
         size_t off = ep ? (size_t)(ep - text) : 0, line = 1;
-        for (size_t i = 0; i < off && i < len; i++) line += text[i] == '\n';
+        for (size_t i = 0; i < off && i < len; i++)
+            line += text[i] == '\n';
         snprintf(err, errcap, "%s: invalid JSON near line %zu", path, line);
         free(text);
         return TG_ECONFIG;

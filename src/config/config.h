@@ -30,7 +30,7 @@ typedef struct {
     char *id; /* public model id */
     const tg_provider_t *provider;
     char *upstream_model;
-    char *region; /* defaults to the provider's */
+    char *region;                /* defaults to the provider's */
     uint32_t connect_timeout_ms; /* defaults to the provider's */
     uint32_t first_byte_timeout_ms;
     uint32_t total_timeout_ms;

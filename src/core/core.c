@@ -12,26 +12,46 @@
 const char *tg_strerror(int err)
 {
     switch (err) {
-    case TG_OK: return "ok";
-    case TG_ENOMEM: return "out of memory";
-    case TG_EINVAL: return "invalid argument";
-    case TG_ETOOBIG: return "too large";
-    case TG_EIO: return "i/o error";
-    case TG_ENOTFOUND: return "not found";
-    case TG_EEXIST: return "already exists";
-    case TG_EBUSY: return "busy";
-    case TG_ETIMEDOUT: return "timed out";
-    case TG_ECLOSED: return "connection closed";
-    case TG_ECONNECT: return "could not connect";
-    case TG_EUPSTREAM: return "upstream error";
-    case TG_EAUTH: return "unauthenticated";
-    case TG_EREVOKED: return "revoked";
-    case TG_EEXPIRED: return "expired";
-    case TG_ECONFIG: return "invalid configuration";
-    case TG_ESTORE: return "store error";
-    case TG_ECANCELED: return "canceled";
-    case TG_EPROTO: return "protocol error";
-    default: return "unknown error";
+    case TG_OK:
+        return "ok";
+    case TG_ENOMEM:
+        return "out of memory";
+    case TG_EINVAL:
+        return "invalid argument";
+    case TG_ETOOBIG:
+        return "too large";
+    case TG_EIO:
+        return "i/o error";
+    case TG_ENOTFOUND:
+        return "not found";
+    case TG_EEXIST:
+        return "already exists";
+    case TG_EBUSY:
+        return "busy";
+    case TG_ETIMEDOUT:
+        return "timed out";
+    case TG_ECLOSED:
+        return "connection closed";
+    case TG_ECONNECT:
+        return "could not connect";
+    case TG_EUPSTREAM:
+        return "upstream error";
+    case TG_EAUTH:
+        return "unauthenticated";
+    case TG_EREVOKED:
+        return "revoked";
+    case TG_EEXPIRED:
+        return "expired";
+    case TG_ECONFIG:
+        return "invalid configuration";
+    case TG_ESTORE:
+        return "store error";
+    case TG_ECANCELED:
+        return "canceled";
+    case TG_EPROTO:
+        return "protocol error";
+    default:
+        return "unknown error";
     }
 }
 
@@ -50,7 +70,8 @@ int tg_buf_reserve(tg_buf_t *b, size_t extra)
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return TG_OK;
     size_t cap = b->cap ? b->cap : 64;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+        cap *= 2;
     if (cap > b->max + 1) cap = b->max + 1;
     char *p = realloc(b->data, cap);
     if (!p) return TG_ENOMEM;
@@ -132,11 +153,21 @@ int tg_buf_json_str(tg_buf_t *b, const char *s, size_t n)
         char esc[7];
         size_t elen = 0;
         switch (c) {
-        case '"': esc[0] = '\\', esc[1] = '"', elen = 2; break;
-        case '\\': esc[0] = '\\', esc[1] = '\\', elen = 2; break;
-        case '\n': esc[0] = '\\', esc[1] = 'n', elen = 2; break;
-        case '\r': esc[0] = '\\', esc[1] = 'r', elen = 2; break;
-        case '\t': esc[0] = '\\', esc[1] = 't', elen = 2; break;
+        case '"':
+            esc[0] = '\\', esc[1] = '"', elen = 2;
+            break;
+        case '\\':
+            esc[0] = '\\', esc[1] = '\\', elen = 2;
+            break;
+        case '\n':
+            esc[0] = '\\', esc[1] = 'n', elen = 2;
+            break;
+        case '\r':
+            esc[0] = '\\', esc[1] = 'r', elen = 2;
+            break;
+        case '\t':
+            esc[0] = '\\', esc[1] = 't', elen = 2;
+            break;
         default:
             if (c < 0x20) {
                 memcpy(esc, "\\u00", 4);
@@ -284,7 +315,8 @@ void tg_log(int level, const char *fmt, ...)
     int n = snprintf(line, sizeof(line), "%s %s ", ts, names[level & 3]);
     va_list ap;
     va_start(ap, fmt);
-    if (n > 0 && (size_t)n < sizeof(line)) n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+    if (n > 0 && (size_t)n < sizeof(line))
+        n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
     va_end(ap);
     if (n < 0) return;
     if ((size_t)n >= sizeof(line) - 1) n = (int)sizeof(line) - 2;

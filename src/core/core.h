@@ -13,24 +13,24 @@
 
 enum {
     TG_OK = 0,
-    TG_ENOMEM = -1,    /* allocation failed */
-    TG_EINVAL = -2,    /* bad argument or malformed input */
-    TG_ETOOBIG = -3,   /* a bounded buffer or limit would be exceeded */
-    TG_EIO = -4,       /* system call or file error */
-    TG_ENOTFOUND = -5, /* no such thing */
-    TG_EEXIST = -6,    /* already exists */
-    TG_EBUSY = -7,     /* queue full or resource exhausted; try later */
-    TG_ETIMEDOUT = -8, /* a deadline passed */
-    TG_ECLOSED = -9,   /* the peer or connection is gone */
-    TG_ECONNECT = -10, /* could not connect upstream */
-    TG_EUPSTREAM = -11,/* upstream protocol or transfer error */
-    TG_EAUTH = -12,    /* missing or unknown credential */
-    TG_EREVOKED = -13, /* credential revoked */
-    TG_EEXPIRED = -14, /* credential expired */
-    TG_ECONFIG = -15,  /* invalid configuration */
-    TG_ESTORE = -16,   /* store (database) error */
-    TG_ECANCELED = -17,/* operation canceled */
-    TG_EPROTO = -18,   /* protocol violation */
+    TG_ENOMEM = -1,     /* allocation failed */
+    TG_EINVAL = -2,     /* bad argument or malformed input */
+    TG_ETOOBIG = -3,    /* a bounded buffer or limit would be exceeded */
+    TG_EIO = -4,        /* system call or file error */
+    TG_ENOTFOUND = -5,  /* no such thing */
+    TG_EEXIST = -6,     /* already exists */
+    TG_EBUSY = -7,      /* queue full or resource exhausted; try later */
+    TG_ETIMEDOUT = -8,  /* a deadline passed */
+    TG_ECLOSED = -9,    /* the peer or connection is gone */
+    TG_ECONNECT = -10,  /* could not connect upstream */
+    TG_EUPSTREAM = -11, /* upstream protocol or transfer error */
+    TG_EAUTH = -12,     /* missing or unknown credential */
+    TG_EREVOKED = -13,  /* credential revoked */
+    TG_EEXPIRED = -14,  /* credential expired */
+    TG_ECONFIG = -15,   /* invalid configuration */
+    TG_ESTORE = -16,    /* store (database) error */
+    TG_ECANCELED = -17, /* operation canceled */
+    TG_EPROTO = -18,    /* protocol violation */
 };
 
 const char *tg_strerror(int err);
@@ -73,8 +73,8 @@ void tg_arena_free(tg_arena_t *a);
 
 /* ---- time, randomness, ids --------------------------------------------- */
 
-uint64_t tg_now_ns(void);  /* monotonic */
-int64_t tg_wall_ms(void);  /* unix epoch milliseconds */
+uint64_t tg_now_ns(void); /* monotonic */
+int64_t tg_wall_ms(void); /* unix epoch milliseconds */
 int tg_random(void *out, size_t n);
 /* Writes prefix followed by 2*nbytes lowercase hex chars of randomness. */
 void tg_random_id(char *out, size_t cap, const char *prefix, size_t nbytes);
@@ -88,8 +88,8 @@ enum { TG_LOG_DEBUG = 0, TG_LOG_INFO = 1, TG_LOG_WARN = 2, TG_LOG_ERROR = 3 };
 extern int tg_log_level;
 void tg_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define tg_debug(...) (tg_log_level <= TG_LOG_DEBUG ? tg_log(TG_LOG_DEBUG, __VA_ARGS__) : (void)0)
-#define tg_info(...) tg_log(TG_LOG_INFO, __VA_ARGS__)
-#define tg_warn(...) tg_log(TG_LOG_WARN, __VA_ARGS__)
+#define tg_info(...)  tg_log(TG_LOG_INFO, __VA_ARGS__)
+#define tg_warn(...)  tg_log(TG_LOG_WARN, __VA_ARGS__)
 #define tg_error(...) tg_log(TG_LOG_ERROR, __VA_ARGS__)
 
 /* ASCII case-insensitive helpers (HTTP header names). */

@@ -62,8 +62,16 @@ typedef struct {
     void *ctx;
 } tg_http_app_t;
 
-enum { TG_HTTP_OTHER = 0, TG_HTTP_GET, TG_HTTP_HEAD, TG_HTTP_POST, TG_HTTP_PUT, TG_HTTP_DELETE,
-       TG_HTTP_PATCH, TG_HTTP_OPTIONS };
+enum {
+    TG_HTTP_OTHER = 0,
+    TG_HTTP_GET,
+    TG_HTTP_HEAD,
+    TG_HTTP_POST,
+    TG_HTTP_PUT,
+    TG_HTTP_DELETE,
+    TG_HTTP_PATCH,
+    TG_HTTP_OPTIONS
+};
 
 struct tg_req {
     /* Read-only for handlers. */
@@ -79,8 +87,8 @@ struct tg_req {
     size_t nheaders;
     const char *body; /* whole request body, NUL-terminated (dechunked) */
     size_t body_len;
-    tg_arena_t *arena;   /* freed when the request is finished */
-    uint64_t start_ns;   /* tg_now_ns() when the first byte arrived */
+    tg_arena_t *arena; /* freed when the request is finished */
+    uint64_t start_ns; /* tg_now_ns() when the first byte arrived */
     char remote_addr[64];
 
     /* Set by handlers. */
@@ -99,8 +107,8 @@ const char *tg_req_header(const tg_req_t *req, const char *name);
 
 /* Sends a whole response and finishes the request. Adds Content-Length, Date,
  * and Connection as needed. body is copied or written before return. */
-int tg_resp_send(tg_req_t *req, int status, const tg_header_t *hdrs, size_t nhdrs,
-                 const void *body, size_t len);
+int tg_resp_send(tg_req_t *req, int status, const tg_header_t *hdrs, size_t nhdrs, const void *body,
+                 size_t len);
 
 /* JSON error {"error":{"code":code,"message":message,"type":type}} and finish.
  * The shape matches the OpenAI API's error body. */

@@ -17,8 +17,8 @@ int tg_openai_usage(const cJSON *obj, tg_usage_event_t *ev)
     const cJSON *u = cJSON_GetObjectItemCaseSensitive(obj, "usage");
     if (!cJSON_IsObject(u)) return 0;
     int64_t prompt = num(u, "prompt_tokens");
-    int64_t cached = num(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"),
-                         "cached_tokens");
+    int64_t cached =
+        num(cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens_details"), "cached_tokens");
     if (cached > prompt) cached = prompt;
     ev->input_tokens = prompt - cached;
     ev->cache_read_tokens = cached;
@@ -59,7 +59,8 @@ static const char *find(const char *h, size_t hlen, const char *needle)
 /* Skips JSON white space after p. */
 static const char *skip_ws(const char *p, const char *end)
 {
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
     return p;
 }
 

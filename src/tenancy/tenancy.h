@@ -15,8 +15,8 @@
 #define TG_KEY_PREFIX_LEN 10 /* "tg_" + 7 chars */
 
 typedef struct {
-    char id[40];     /* "key_" + 16 hex */
-    char unit[64];   /* "" until units exist */
+    char id[40];   /* "key_" + 16 hex */
+    char unit[64]; /* "" until units exist */
     char team[64];
     char name[64];
     char prefix[16];

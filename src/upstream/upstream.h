@@ -24,8 +24,7 @@ typedef struct tg_upcall tg_upcall_t;
 typedef struct {
     /* Response status and headers, once, before the first on_data. headers
      * are valid only during the call. */
-    void (*on_headers)(tg_upcall_t *c, int status, const tg_header_t *headers, size_t n,
-                       void *ud);
+    void (*on_headers)(tg_upcall_t *c, int status, const tg_header_t *headers, size_t n, void *ud);
     /* Response body bytes, consumed entirely by the callee. Return 0 to go on,
      * 1 to pause delivery until tg_upcall_resume(). */
     int (*on_data)(tg_upcall_t *c, const char *p, size_t n, void *ud);

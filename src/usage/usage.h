@@ -13,11 +13,11 @@
 enum { TG_TOKENS_PROVIDER = 0, TG_TOKENS_ESTIMATED = 1 };
 
 /* How the call ended, as recorded. */
-#define TG_OUTCOME_OK "ok"                 /* response fully delivered */
+#define TG_OUTCOME_OK             "ok"             /* response fully delivered */
 #define TG_OUTCOME_UPSTREAM_ERROR "upstream_error" /* upstream answered non-2xx */
-#define TG_OUTCOME_FAILED "failed"         /* could not reach upstream / timed out */
-#define TG_OUTCOME_ABANDONED "abandoned"   /* the client went away mid-call */
-#define TG_OUTCOME_INTERRUPTED "interrupted" /* upstream broke off mid-stream */
+#define TG_OUTCOME_FAILED         "failed"         /* could not reach upstream / timed out */
+#define TG_OUTCOME_ABANDONED      "abandoned"      /* the client went away mid-call */
+#define TG_OUTCOME_INTERRUPTED    "interrupted"    /* upstream broke off mid-stream */
 
 typedef struct tg_usage_event {
     char id[40];         /* "evt_" + 32 hex */
@@ -27,20 +27,20 @@ typedef struct tg_usage_event {
     char unit[64];
     char team[64];
     char key_id[40];
-    char model[128];    /* public model id the client asked for */
+    char model[128]; /* public model id the client asked for */
     char upstream_model[160];
-    char provider[64];  /* provider name from config */
+    char provider[64]; /* provider name from config */
     char region[32];
-    char api[32];       /* "openai.chat", "openai.models", ... */
+    char api[32]; /* "openai.chat", "openai.models", ... */
     int streamed;
-    int status;         /* HTTP status sent to the client */
-    char outcome[16];   /* TG_OUTCOME_* */
+    int status;       /* HTTP status sent to the client */
+    char outcome[16]; /* TG_OUTCOME_* */
     int64_t input_tokens;
     int64_t output_tokens;
     int64_t cache_read_tokens;
     int64_t cache_write_tokens;
     int64_t images;
-    int token_source; /* TG_TOKENS_* */
+    int token_source;   /* TG_TOKENS_* */
     int64_t cost_input; /* picodollars */
     int64_t cost_output;
     int64_t cost_cache_read;

@@ -53,13 +53,14 @@ static void test_full(void **state)
     setenv("TG_TEST_UPSTREAM_KEY", "sk-secret", 1);
     tg_config_t *c;
     char err[256];
-    int rc = load("{\"listen\":\"[::1]:9000\",\"workers\":3,\"store\":{\"path\":\"/tmp/x.db\","
-                  "\"synchronous\":\"full\"},\"http\":{\"max_body_bytes\":1000},"
-                  "\"providers\":[{\"name\":\"p\",\"type\":\"openai\",\"base_url\":"
-                  "\"http://127.0.0.1:1/v1/\",\"api_key_env\":\"TG_TEST_UPSTREAM_KEY\","
-                  "\"first_byte_timeout_ms\":7}],\"models\":[{\"id\":\"m\",\"provider\":\"p\","
-                  "\"upstream_model\":\"up\",\"total_timeout_ms\":9},{\"id\":\"n\",\"provider\":\"p\"}]}",
-                  &c, err, sizeof(err));
+    int rc = load(
+        "{\"listen\":\"[::1]:9000\",\"workers\":3,\"store\":{\"path\":\"/tmp/x.db\","
+        "\"synchronous\":\"full\"},\"http\":{\"max_body_bytes\":1000},"
+        "\"providers\":[{\"name\":\"p\",\"type\":\"openai\",\"base_url\":"
+        "\"http://127.0.0.1:1/v1/\",\"api_key_env\":\"TG_TEST_UPSTREAM_KEY\","
+        "\"first_byte_timeout_ms\":7}],\"models\":[{\"id\":\"m\",\"provider\":\"p\","
+        "\"upstream_model\":\"up\",\"total_timeout_ms\":9},{\"id\":\"n\",\"provider\":\"p\"}]}",
+        &c, err, sizeof(err));
     if (rc) fail_msg("%s", err);
     assert_string_equal(c->http.host, "::1");
     assert_int_equal(c->http.port, 9000);
@@ -97,9 +98,10 @@ static void test_errors(void **state)
                  "providers[1].name: duplicate");
     expect_error("{\"models\":[{\"id\":\"m\",\"provider\":\"nope\"}]}",
                  "models[0].provider: names no provider");
-    expect_error("{\"providers\":[{\"name\":\"p\",\"type\":\"openai\",\"base_url\":\"http://x\"}],"
-                 "\"models\":[{\"id\":\"m\",\"provider\":\"p\"},{\"id\":\"m\",\"provider\":\"p\"}]}",
-                 "models[1].id: duplicate");
+    expect_error(
+        "{\"providers\":[{\"name\":\"p\",\"type\":\"openai\",\"base_url\":\"http://x\"}],"
+        "\"models\":[{\"id\":\"m\",\"provider\":\"p\"},{\"id\":\"m\",\"provider\":\"p\"}]}",
+        "models[1].id: duplicate");
     expect_error("{\"log_level\":\"loud\"}", "log_level");
     expect_error("{\"access_log\":1}", "config.access_log: must be true or false");
 }

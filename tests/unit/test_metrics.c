@@ -23,8 +23,8 @@ static void test_render(void **state)
     tg_metrics_request(tg_metrics_shard(m, 0), TG_ROUTE_CHAT, 200);
     tg_metrics_request(tg_metrics_shard(m, 1), TG_ROUTE_CHAT, 200);
     tg_metrics_request(tg_metrics_shard(m, 1), TG_ROUTE_CHAT, 401);
-    tg_metrics_upstream(tg_metrics_shard(m, 0), 0, 3000);    /* 3 ms: first bucket */
-    tg_metrics_upstream(tg_metrics_shard(m, 1), 0, 200000);  /* 200 ms: 0.25 bucket */
+    tg_metrics_upstream(tg_metrics_shard(m, 0), 0, 3000);          /* 3 ms: first bucket */
+    tg_metrics_upstream(tg_metrics_shard(m, 1), 0, 200000);        /* 200 ms: 0.25 bucket */
     tg_metrics_upstream(tg_metrics_shard(m, 1), 0, 9000000000ull); /* only +Inf */
     tg_usage_event_t ev[3];
     memset(ev, 0, sizeof(ev));
@@ -39,9 +39,12 @@ static void test_render(void **state)
     tg_buf_t b;
     tg_buf_init(&b, 0);
     assert_int_equal(tg_metrics_render(m, &b), 0);
-    contains(b.data, "tollgate_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 2\n");
-    contains(b.data, "tollgate_http_requests_total{route=\"/v1/chat/completions\",status=\"401\"} 1\n");
-    contains(b.data, "tollgate_upstream_latency_seconds_bucket{provider=\"fake\",le=\"0.005\"} 1\n");
+    contains(b.data,
+             "tollgate_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 2\n");
+    contains(b.data,
+             "tollgate_http_requests_total{route=\"/v1/chat/completions\",status=\"401\"} 1\n");
+    contains(b.data,
+             "tollgate_upstream_latency_seconds_bucket{provider=\"fake\",le=\"0.005\"} 1\n");
     contains(b.data, "tollgate_upstream_latency_seconds_bucket{provider=\"fake\",le=\"0.1\"} 1\n");
     contains(b.data, "tollgate_upstream_latency_seconds_bucket{provider=\"fake\",le=\"0.25\"} 2\n");
     contains(b.data, "tollgate_upstream_latency_seconds_bucket{provider=\"fake\",le=\"+Inf\"} 3\n");
@@ -50,7 +53,8 @@ static void test_render(void **state)
     contains(b.data, "tollgate_tokens_total{model=\"gpt-test\",team=\"red\",type=\"input\"} 20\n");
     contains(b.data, "tollgate_tokens_total{model=\"gpt-test\",team=\"red\",type=\"output\"} 11\n");
     contains(b.data, "tollgate_tokens_total{model=\"gpt-test\",team=\"blue\",type=\"output\"} 7\n");
-    contains(b.data, "tollgate_tokens_total{model=\"gpt-test\",team=\"blue\",type=\"cache_read\"} 1\n");
+    contains(b.data,
+             "tollgate_tokens_total{model=\"gpt-test\",team=\"blue\",type=\"cache_read\"} 1\n");
     contains(b.data, "tollgate_usage_events_total 3\n");
     tg_buf_free(&b);
     tg_metrics_destroy(m);

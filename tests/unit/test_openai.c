@@ -13,8 +13,9 @@ static void test_usage_with_cache(void **state)
 {
     tg_usage_event_t ev;
     memset(&ev, 0, sizeof(ev));
-    cJSON *j = cJSON_Parse("{\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":7,"
-                           "\"total_tokens\":107,\"prompt_tokens_details\":{\"cached_tokens\":60}}}");
+    cJSON *j =
+        cJSON_Parse("{\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":7,"
+                    "\"total_tokens\":107,\"prompt_tokens_details\":{\"cached_tokens\":60}}}");
     assert_int_equal(tg_openai_usage(j, &ev), 1);
     assert_int_equal(ev.input_tokens, 40);
     assert_int_equal(ev.cache_read_tokens, 60);
@@ -66,8 +67,9 @@ static void test_chunk_checks(void **state)
 
 static void test_estimate(void **state)
 {
-    cJSON *m = cJSON_Parse("[{\"role\":\"user\",\"content\":\"12345678\"},"
-                           "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"abcd\"}]}]");
+    cJSON *m =
+        cJSON_Parse("[{\"role\":\"user\",\"content\":\"12345678\"},"
+                    "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"abcd\"}]}]");
     /* 12 characters: 3 tokens, plus 4 per message. */
     assert_int_equal(tg_openai_estimate_input(m), 3 + 8);
     cJSON_Delete(m);
