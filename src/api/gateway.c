@@ -215,6 +215,12 @@ static void handle(tg_req_t *req, void *ctx)
 
 /* ---- worker lifecycle ------------------------------------------------------ */
 
+static void rejected(tg_worker_t *worker, void *wdata, int status, void *ctx)
+{
+    tg_wctx_t *w = wdata;
+    if (w) tg_metrics_request(w->shard, TG_ROUTE_OTHER, status);
+}
+
 static void *worker_init(tg_worker_t *worker, uv_loop_t *loop, void *ctx)
 {
     tg_gateway_t *g = ctx;
@@ -272,6 +278,7 @@ int tg_gateway_create(tg_gateway_t **out, const tg_config_t *cfg, tg_tenancy_t *
     g->app.handle = handle;
     g->app.worker_init = worker_init;
     g->app.worker_fini = worker_fini;
+    g->app.rejected = rejected;
     g->app.ctx = g;
     *out = g;
     return TG_OK;

@@ -60,6 +60,9 @@ typedef struct {
     /* Optional, on each worker's thread when graceful shutdown begins. */
     void (*worker_draining)(tg_worker_t *w, void *wdata, void *ctx);
     void *ctx;
+    /* Optional: the server answered an error itself (400, 408, 413, 431)
+     * without a handler; for metrics. */
+    void (*rejected)(tg_worker_t *w, void *wdata, int status, void *ctx);
 } tg_http_app_t;
 
 enum {

@@ -731,6 +731,8 @@ static void conn_reject(conn_t *c, int status)
         status = 400;
     }
     tg_worker_t *w = c->w;
+    const tg_http_app_t *app = &w->s->app;
+    if (app->rejected) app->rejected(w, w->data, status, app->ctx);
     req_release(c);
     c->linger = 1; /* the rest of what we refused may still be on its way */
     char rid[40];

@@ -359,6 +359,17 @@ describe('errors, key lifecycle and upstream failures', () => {
     await assertStillServing('expired_api_key');
   });
 
+  test('/metrics counts the errors the HTTP layer answers itself (413, 431)', T, async () => {
+    const m = await request(port, { path: '/metrics' });
+    assert.equal(m.status, 200);
+    const text = m.text;
+    for (const st of ['413', '431']) {
+      const line = text.split('\n').find((l) => l.startsWith(`tollgate_http_requests_total{route="other",status="${st}"} `));
+      assert.ok(line, `metrics line for status ${st} in:\n${text.split("\n").filter((l) => l.startsWith("tollgate_http")).join("\n")}`);
+      assert.ok(Number(line.split(' ').pop()) >= 1, line);
+    }
+  });
+
   /** When the gateway records a usage row for a failed call, its status must be what the client got. */
   async function checkErrorRowIfAny(res, status) {
     const rid = res.headers['x-request-id'];
