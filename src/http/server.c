@@ -1443,6 +1443,9 @@ static int worker_setup(tg_worker_t *w)
 static void worker_main(void *arg)
 {
     tg_worker_t *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "tg-worker-%d", w->index);
+    pthread_setname_np(pthread_self(), name); /* so top -H and perf name it */
     tg_server_t *s = w->s;
     int rc = uv_loop_init(&w->loop);
     if (rc) {

@@ -24,7 +24,6 @@ typedef struct tg_store_backend {
     int (*usage_list)(tg_store_t *st, int64_t from_ms, int64_t to_ms, tg_usage_event_t **out,
                       size_t *n);
     int (*usage_count)(tg_store_t *st, int64_t *out);
-    int (*set_autocheckpoint)(tg_store_t *st, int on);
     int (*checkpoint)(tg_store_t *st);
 } tg_store_backend_t;
 

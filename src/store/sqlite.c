@@ -478,8 +478,10 @@ static int sq_open(tg_store_t **out, const tg_store_config_t *cfg)
     err = set_wal(s, cfg->path);
     if (!err)
         err = exec_sql(s,
-                       cfg->synchronous_full ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON"
-                                             : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON",
+                       cfg->synchronous_full ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; "
+                                               "PRAGMA journal_size_limit=67108864"
+                                             : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; "
+                                               "PRAGMA journal_size_limit=67108864",
                        "pragmas");
     if (!err) err = migrate(s);
     if (err) {
@@ -650,13 +652,6 @@ static int sq_usage_count(tg_store_t *st, int64_t *out)
     return query_i64((tg_sqlite_t *)st, S_USAGE_COUNT, out, "count usage");
 }
 
-static int sq_set_autocheckpoint(tg_store_t *st, int on)
-{
-    tg_sqlite_t *s = (tg_sqlite_t *)st;
-    sqlite3_wal_autocheckpoint(s->db, on ? 1000 : 0);
-    return 0;
-}
-
 static int sq_checkpoint(tg_store_t *st)
 {
     tg_sqlite_t *s = (tg_sqlite_t *)st;
@@ -677,6 +672,5 @@ const tg_store_backend_t tg_store_sqlite_backend = {
     .usage_append = sq_usage_append,
     .usage_list = sq_usage_list,
     .usage_count = sq_usage_count,
-    .set_autocheckpoint = sq_set_autocheckpoint,
     .checkpoint = sq_checkpoint,
 };

@@ -128,11 +128,6 @@ int tg_store_usage_count(tg_store_t *st, int64_t *out)
     return st->be->usage_count(st, out);
 }
 
-int tg_store_set_autocheckpoint(tg_store_t *st, int on)
-{
-    return st->be->set_autocheckpoint ? st->be->set_autocheckpoint(st, on) : 0;
-}
-
 int tg_store_checkpoint(tg_store_t *st)
 {
     return st->be->checkpoint ? st->be->checkpoint(st) : 0;

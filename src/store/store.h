@@ -51,12 +51,10 @@ int tg_store_usage_list(tg_store_t *st, int64_t from_ms, int64_t to_ms, tg_usage
                         size_t *n);
 int tg_store_usage_count(tg_store_t *st, int64_t *out);
 
-/* Log maintenance. The writer's connection turns automatic checkpoints off
- * and a background connection runs tg_store_checkpoint instead, so copying
- * the WAL back into the database never stalls a commit (and so a response).
- * No-ops for backends without a write-ahead log of their own. */
-int tg_store_set_autocheckpoint(tg_store_t *st, int on);
-/* A checkpoint that never blocks writers (SQLite: PASSIVE). */
+/* Log maintenance: a checkpoint that never blocks writers (SQLite: PASSIVE).
+ * The writer runs it on a connection of its own, beside the commits, so the
+ * automatic checkpoint at commit time finds the log already copied and only
+ * restarts it. A no-op for backends without a write-ahead log of their own. */
 int tg_store_checkpoint(tg_store_t *st);
 
 /* ---- the writer thread ---------------------------------------------------- */
