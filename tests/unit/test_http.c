@@ -246,7 +246,7 @@ static tg_http_config_t test_config(int workers)
 static void start_with(const tg_http_config_t *cfg)
 {
     counters_reset();
-    tg_http_app_t app = {handle, w_init, w_fini, w_draining, &app_ctx};
+    tg_http_app_t app = {handle, w_init, w_fini, w_draining, &app_ctx, NULL};
     assert_int_equal(tg_server_create(&srv, cfg, &app), 0);
     assert_int_equal(tg_server_start(srv), 0);
     port = tg_server_port(srv);
@@ -1105,7 +1105,7 @@ static void test_ipv6_and_helpers(void **state)
     cfg = test_config(2);
     cfg.host = "::1";
     counters_reset();
-    tg_http_app_t app = {handle, NULL, NULL, NULL, NULL};
+    tg_http_app_t app = {handle, NULL, NULL, NULL, NULL, NULL};
     assert_int_equal(tg_server_create(&srv, &cfg, &app), 0);
     if (tg_server_start(srv) != 0) { /* no IPv6 on this host */
         tg_server_destroy(srv);
