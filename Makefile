@@ -14,19 +14,20 @@ PKGLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LDLIBS  += $(PKGLIBS) -lpthread -lm
 
 B       ?= build
+BIN     ?= bin/tollgate
 SRCS    := $(sort $(shell find src -name '*.c' ! -path 'src/cli/main.c'))
 OBJS    := $(SRCS:%.c=$(B)/%.o)
 LLOBJS  := $(B)/llhttp/api.o $(B)/llhttp/http.o $(B)/llhttp/llhttp.o
 TESTS   := $(sort $(wildcard tests/unit/test_*.c))
 TESTBIN := $(TESTS:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all deps run test unit unit-asan e2e bench format clean
-all: deps bin/tollgate
+.PHONY: all deps run test unit unit-asan e2e e2e-asan bench format clean
+all: deps $(BIN)
 
 deps:
 	@bash scripts/deps.sh
 
-bin/tollgate: $(B)/src/cli/main.o $(OBJS) $(LLOBJS)
+$(BIN): $(B)/src/cli/main.o $(OBJS) $(LLOBJS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -46,11 +47,17 @@ $(B)/tests/%: tests/unit/%.c $(OBJS) $(LLOBJS)
 unit: $(TESTBIN)
 	@bash tests/unit/run.sh $(TESTBIN)
 
-# The same unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
-unit-asan: deps
-	@$(MAKE) --no-print-directory B=build/asan OPT=-O1 \
+# The same unit tests, and the black-box tests against a gateway built the
+# same way, under AddressSanitizer and UndefinedBehaviorSanitizer.
+ASAN := B=build/asan OPT=-O1 BIN=build/asan/tollgate \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  LDFLAGS="-fsanitize=address,undefined" unit
+	  LDFLAGS="-fsanitize=address,undefined"
+unit-asan: deps
+	@$(MAKE) --no-print-directory $(ASAN) unit
+
+e2e-asan: deps
+	@$(MAKE) --no-print-directory $(ASAN) build/asan/tollgate
+	@TOLLGATE_BIN=build/asan/tollgate bash tests/e2e/run.sh
 
 e2e: all
 	@bash tests/e2e/run.sh
