@@ -112,10 +112,16 @@ static void record(chat_t *c, const char *outcome, int status)
     }
 }
 
-static void upstream_over(chat_t *c, int err)
+/* The upstream call is over (done, failed, or canceled by us). */
+static void upstream_gone(chat_t *c)
 {
     c->up = NULL;
     tg_metrics_upstream(c->w->shard, c->provider, (tg_now_ns() - c->up_start_ns) / 1000);
+}
+
+static void upstream_over(chat_t *c, int err)
+{
+    upstream_gone(c);
     if (c->sse.pending.len && !c->saw_done && !err) err = TG_EUPSTREAM;
 
     if (c->started) { /* a stream was under way: end it cleanly */
@@ -242,8 +248,7 @@ static void on_abort(tg_req_t *req)
     if (c->recorded) return; /* already waiting for the commit: it finishes */
     if (c->up) {
         tg_upcall_cancel(c->up);
-        c->up = NULL;
-        tg_metrics_upstream(c->w->shard, c->provider, (tg_now_ns() - c->up_start_ns) / 1000);
+        upstream_gone(c);
     }
     c->fin = FIN_STREAM;
     c->saw_done = 0; /* no [DONE] to a client that left */

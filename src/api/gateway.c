@@ -70,18 +70,9 @@ void tg_api_send(tg_wctx_t *w, tg_req_t *req, int route, int status, const char 
 void tg_api_error(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *code,
                   const char *msg, const char *request_id)
 {
-    const char *type = status >= 500   ? "api_error"
-                       : status == 401 ? "authentication_error"
-                       : status == 404 ? "not_found_error"
-                                       : "invalid_request_error";
-    char body[1024];
     tg_buf_t b;
-    tg_buf_init(&b, sizeof(body) * 4);
-    if (tg_buf_appends(&b, "{\"error\":{\"message\":") || tg_buf_json_str(&b, msg, strlen(msg)) ||
-        tg_buf_printf(&b, ",\"type\":\"%s\",\"code\":\"%s\"}}", type, code)) {
-        tg_buf_reset(&b);
-        tg_buf_appends(&b, "{\"error\":{\"message\":\"error\",\"type\":\"api_error\"}}");
-    }
+    tg_buf_init(&b, 4096);
+    if (tg_http_error_json(&b, status, code, msg)) tg_http_error_json(&b, status, code, "error");
     tg_api_send(w, req, route, status, "application/json", request_id, b.data, b.len);
     tg_buf_free(&b);
 }

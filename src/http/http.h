@@ -113,6 +113,10 @@ const char *tg_req_header(const tg_req_t *req, const char *name);
 int tg_resp_send(tg_req_t *req, int status, const tg_header_t *hdrs, size_t nhdrs, const void *body,
                  size_t len);
 
+/* Writes (replacing b's contents) the JSON error body every error answer
+ * uses: {"error":{"message","type","code"}}, type derived from status. */
+int tg_http_error_json(tg_buf_t *b, int status, const char *code, const char *message);
+
 /* JSON error {"error":{"code":code,"message":message,"type":type}} and finish.
  * The shape matches the OpenAI API's error body. */
 int tg_resp_error(tg_req_t *req, int status, const char *code, const char *message);

@@ -330,7 +330,7 @@ int tg_worker_draining(const tg_worker_t *w)
 }
 
 /* The error body shared by tg_resp_error and the server's own rejections. */
-static int error_json(tg_buf_t *b, int status, const char *code, const char *msg)
+int tg_http_error_json(tg_buf_t *b, int status, const char *code, const char *msg)
 {
     const char *type = status >= 500   ? "api_error"
                        : status == 401 ? "authentication_error"
@@ -739,7 +739,7 @@ static void conn_reject(conn_t *c, int status)
     tg_random_id(rid, sizeof(rid), "req_", 16); /* every answer can be quoted in a report */
     const tg_header_t hs[2] = {{"Content-Type", 12, "application/json", 16},
                                {"x-request-id", 12, rid, strlen(rid)}};
-    if (!error_json(&w->ebuf, status, code, msg) &&
+    if (!tg_http_error_json(&w->ebuf, status, code, msg) &&
         !build_head(w, status, hs, 2, 0, FRAME_LENGTH, w->ebuf.len)) {
         uv_buf_t b[2] = {uv_buf_init(w->hbuf.data, (unsigned)w->hbuf.len),
                          uv_buf_init(w->ebuf.data, (unsigned)w->ebuf.len)};
@@ -1223,8 +1223,8 @@ int tg_resp_error(tg_req_t *req, int status, const char *code, const char *messa
     hreq_t *r = req_live(req);
     if (!r) return TG_EINVAL;
     tg_buf_t *b = &r->c->w->ebuf;
-    if (error_json(b, status, code ? code : "error", message ? message : "") != 0)
-        error_json(b, status, "error", "error");
+    if (tg_http_error_json(b, status, code ? code : "error", message ? message : "") != 0)
+        tg_http_error_json(b, status, "error", "error");
     static const tg_header_t ct = {"Content-Type", 12, "application/json", 16};
     return tg_resp_send(req, status, &ct, 1, b->data, b->len);
 }
