@@ -1,0 +1,12 @@
+/* cli.h - subcommands that live in their own files; main.c dispatches to them.
+ *
+ * Each takes the arguments after its own name (argv[0] is the first option)
+ * and returns the process exit status: 0 success, 1 bad input or failure,
+ * 2 usage error. */
+#ifndef TG_CLI_H
+#define TG_CLI_H
+
+/* tollgate sigv4: signs a raw HTTP/1.1 request read on stdin (cmd_sigv4.c). */
+int tg_cmd_sigv4(int argc, char **argv);
+
+#endif
