@@ -20,8 +20,10 @@ OBJS    := $(SRCS:%.c=$(B)/%.o)
 LLOBJS  := $(B)/llhttp/api.o $(B)/llhttp/http.o $(B)/llhttp/llhttp.o
 TESTS   := $(sort $(wildcard tests/unit/test_*.c))
 TESTBIN := $(TESTS:tests/unit/%.c=$(B)/tests/%)
+TOOLSRC := $(sort $(wildcard tests/tools/*.c))
+TOOLS   := $(TOOLSRC:tests/tools/%.c=$(B)/tools/%)
 
-.PHONY: all deps run test unit unit-asan e2e e2e-asan bench format clean
+.PHONY: all deps run test unit unit-asan e2e e2e-asan fuzz bench format clean
 all: deps $(BIN)
 
 deps:
@@ -44,6 +46,11 @@ $(B)/tests/%: tests/unit/%.c $(OBJS) $(LLOBJS)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(PKGCF) $(CFLAGS) $(WARN) -Itests/unit -o $@ $^ $(LDLIBS) -lcmocka
 
+# Small programs the black-box tests drive (tests/tools/*.c).
+$(B)/tools/%: tests/tools/%.c $(OBJS) $(LLOBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(PKGCF) $(CFLAGS) $(WARN) -o $@ $^ $(LDLIBS)
+
 unit: $(TESTBIN)
 	@bash tests/unit/run.sh $(TESTBIN)
 
@@ -56,14 +63,22 @@ unit-asan: deps
 	@$(MAKE) --no-print-directory $(ASAN) unit
 
 e2e-asan: deps
-	@$(MAKE) --no-print-directory $(ASAN) build/asan/tollgate
+	@$(MAKE) --no-print-directory $(ASAN) build/asan/tollgate $(TOOLSRC:tests/tools/%.c=build/asan/tools/%)
 	@TOLLGATE_BIN=build/asan/tollgate bash tests/e2e/run.sh
 
-e2e: all
+e2e: all $(TOOLS)
 	@bash tests/e2e/run.sh
 
-test: all
+test: all $(TOOLS)
 	@bash scripts/test.sh
+
+# libFuzzer targets (clang only), built on their own: the decoder and core alone.
+FUZZFLAGS := -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+fuzz: build/fuzz/fuzz_eventstream
+build/fuzz/fuzz_eventstream: tests/fuzz/fuzz_eventstream.c src/aws/eventstream.c src/core/core.c \
+		src/aws/eventstream.h src/core/core.h
+	@mkdir -p $(@D)
+	clang $(CPPFLAGS) $(FUZZFLAGS) $(WARN) -o $@ $(filter %.c,$^) -lz -lpthread
 
 run: all
 	@bash scripts/quickstart.sh
@@ -72,7 +87,7 @@ bench: all
 	@bash bench/run
 
 format:
-	clang-format -i $$(find src tests/unit bench -name '*.[ch]')
+	clang-format -i $$(find src tests/unit tests/tools tests/fuzz bench -name '*.[ch]')
 
 clean:
 	rm -rf build bin

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: every test, in order: unit tests, the same under ASan+UBSan,
-# the black-box tests against bin/tollgate, and again against a gateway built
-# with ASan+UBSan (a memory error aborts it mid-test; a leak fails the
-# graceful-exit test). Prints one closing line with the totals; exits
-# non-zero when any stage failed.
+# a short libFuzzer run (tests/fuzz/run.sh), the black-box tests against
+# bin/tollgate, and again against a gateway built with ASan+UBSan (a memory
+# error aborts it mid-test; a leak fails the graceful-exit test). Prints one
+# closing line with the totals; exits non-zero when any stage failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp -d)
@@ -31,6 +31,7 @@ stage() { # name, command...
 
 stage unit make --no-print-directory unit
 stage unit-asan make --no-print-directory unit-asan
+stage fuzz bash tests/fuzz/run.sh
 stage e2e bash tests/e2e/run.sh
 stage e2e-asan make --no-print-directory e2e-asan
 echo "tests: $pass passed, $fail failed"

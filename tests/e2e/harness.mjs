@@ -18,6 +18,13 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const BIN = process.env.TOLLGATE_BIN
   ? path.resolve(process.env.TOLLGATE_BIN)
   : path.join(ROOT, 'bin', 'tollgate');
+// The test tools (tests/tools/*.c) are built beside the binary they go with:
+// build/asan/tollgate -> build/asan/tools; bin/tollgate (the default) -> build/tools.
+export const TOOLS_DIR = process.env.TOLLGATE_TOOLS
+  ? path.resolve(process.env.TOLLGATE_TOOLS)
+  : process.env.TOLLGATE_BIN && path.basename(path.dirname(BIN)) !== 'bin'
+    ? path.join(path.dirname(BIN), 'tools')
+    : path.join(ROOT, 'build', 'tools');
 export const TMP_ROOT = path.join(ROOT, 'tests', 'e2e', '.tmp');
 export const KEY_RE = /^tg_[0-9A-Za-z]{43}$/;
 const LISTEN_RE = /^tollgate listening on http:\/\/(127\.0\.0\.1):(\d+)$/;
@@ -34,6 +41,17 @@ export function requireBinary() {
         '(or point TOLLGATE_BIN at one) before running the e2e tests',
     );
   }
+}
+
+/** The path of a test tool; throws a clear error when it is not built. */
+export function requireTool(name) {
+  const p = path.join(TOOLS_DIR, name);
+  try {
+    fs.accessSync(p, fs.constants.X_OK);
+  } catch {
+    throw new Error(`test tool not found at ${p}: build it with \`make ${path.relative(ROOT, p)}\``);
+  }
+  return p;
 }
 
 /** A fresh temp dir under tests/e2e/.tmp (git-ignored). */
@@ -574,4 +592,53 @@ export function parseSSE(text) {
     }
   }
   return events;
+}
+
+/**
+ * POST with a binary-safe answer (AWS event streams): resolves
+ * {status, headers, buf, text, json}. `onResponse(res, req)` may read or
+ * destroy the response itself (then buf holds what was read so far).
+ */
+export function requestBytes(port, { method = 'POST', path: p = '/', headers = {}, body, timeoutMs = 15000, onResponse } = {}) {
+  return new Promise((resolve, reject) => {
+    const data = body == null ? null : typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
+    const h = { ...headers };
+    if (data != null && h['content-length'] == null) h['content-length'] = Buffer.byteLength(data);
+    let timer;
+    const req = http.request({ host: '127.0.0.1', port, method, path: p, headers: h, agent: false }, (res) => {
+      const chunks = [];
+      const finish = () => {
+        clearTimeout(timer);
+        const buf = Buffer.concat(chunks);
+        let json;
+        try {
+          json = JSON.parse(buf.toString('utf8'));
+        } catch {}
+        resolve({ status: res.statusCode, headers: res.headers, buf, text: buf.toString('utf8'), json, complete: res.complete });
+      };
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', finish);
+      res.on('close', finish);
+      res.on('error', () => finish());
+      if (onResponse) onResponse(res, req, chunks);
+    });
+    timer = setTimeout(() => req.destroy(new Error(`request ${method} ${p} timed out after ${timeoutMs} ms`)), timeoutMs);
+    req.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    if (data != null) req.write(data);
+    req.end();
+  });
+}
+
+/** Polls `usage list` until `n` rows exist; returns them. */
+export async function waitForUsageCount(configFile, n, { timeoutMs = 5000 } = {}) {
+  return waitFor(
+    async () => {
+      const rows = await usageList(configFile);
+      return rows.length >= n ? rows : null;
+    },
+    { timeoutMs, intervalMs: 150, message: `${n} usage rows` },
+  );
 }
