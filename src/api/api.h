@@ -1,7 +1,8 @@
 /* api.h - the gateway's front doors, wired onto the HTTP server.
  *
  * tg_gateway_t is the application: it routes each request (OpenAI-compatible
- * /v1/chat/completions and /v1/models, /healthz, /readyz, /metrics),
+ * /v1/chat/completions and /v1/models, the Bedrock runtime's /model/{id}/...
+ * and SageMaker's /endpoints/{name}/..., /healthz, /readyz, /metrics),
  * authenticates it against the tenancy snapshot, forwards it upstream on the
  * worker's own loop, records its usage event through the ledger writer, and
  * finishes the response only once that event is durable. */
@@ -19,6 +20,10 @@ typedef struct tg_gateway tg_gateway_t;
 int tg_gateway_create(tg_gateway_t **out, const tg_config_t *cfg, tg_tenancy_t *tenancy,
                       tg_writer_t *writer, tg_metrics_t *metrics);
 void tg_gateway_destroy(tg_gateway_t *g);
+/* Starts the AWS providers' credentials threads, waits up to wait_ms in all
+ * for their first credentials (a warning, never a secret, for each that has
+ * none: its calls get 503 until they arrive), then the catalogue threads. */
+int tg_gateway_start_aws(tg_gateway_t *g, uint32_t wait_ms);
 /* The callbacks to give tg_server_create. */
 const tg_http_app_t *tg_gateway_app(tg_gateway_t *g);
 

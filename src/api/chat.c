@@ -1,4 +1,6 @@
 /* chat.c - POST /v1/chat/completions and GET /v1/models, OpenAI-compatible.
+ * (A model routed to Bedrock or SageMaker is refused with unsupported_route,
+ * naming its native path; /v1/models also lists exposed Bedrock catalogues.)
  *
  * A call goes: authenticate, validate, rewrite the body for the upstream
  * (its model id; for streams, stream_options.include_usage so the provider
@@ -310,6 +312,18 @@ void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
         bad_status = 404, bad_code = "model_not_found",
         bad_msg = "The model does not exist or you do not have access to it.";
     }
+    char native[200];
+    if (!bad_code && route->provider->kind != TG_PROVIDER_OPENAI) {
+        /* Translation to Bedrock / SageMaker formats is not built yet. */
+        snprintf(native, sizeof(native),
+                 route->provider->kind == TG_PROVIDER_BEDROCK
+                     ? "Model '%.60s' is served by Bedrock: call POST /model/%.60s/converse "
+                       "(or invoke, converse-stream, invoke-with-response-stream)."
+                     : "Model '%.60s' is a SageMaker endpoint: call POST "
+                       "/endpoints/%.60s/invocations (or invocations-response-stream).",
+                 route->id, route->id);
+        bad_code = "unsupported_route", bad_msg = native;
+    }
     if (bad_code) {
         cJSON_Delete(root);
         return tg_api_error(w, req, TG_ROUTE_CHAT, bad_status, bad_code, bad_msg, NULL);
@@ -399,6 +413,25 @@ void tg_api_models(tg_wctx_t *w, tg_req_t *req)
                 &b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":", (long long)m->created);
         if (!rc) rc = tg_buf_json_str(&b, m->provider->name, strlen(m->provider->name));
         if (!rc) rc = tg_buf_appends(&b, "}");
+    }
+    /* Then what each exposing Bedrock provider's catalogue holds. */
+    size_t listed = cfg->nmodels;
+    for (size_t p = 0; p < cfg->nproviders && !rc; p++) {
+        if (!cfg->providers[p].catalog_expose) continue;
+        tg_catalog_snap_t *s = tg_catalog_acquire(w->gw->catalogs[p]);
+        const char *owner = cfg->providers[p].name;
+        for (size_t i = 0; s && i < s->n && !rc; i++) {
+            const char *id = s->entries[i].id;
+            if (tg_config_model(cfg, id, strlen(id))) continue; /* listed as a route */
+            rc = tg_buf_appends(&b, listed++ ? ",{\"id\":" : "{\"id\":");
+            if (!rc) rc = tg_buf_json_str(&b, id, strlen(id));
+            if (!rc)
+                rc = tg_buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":",
+                                   (long long)(s->loaded_ms / 1000));
+            if (!rc) rc = tg_buf_json_str(&b, owner, strlen(owner));
+            if (!rc) rc = tg_buf_appends(&b, "}");
+        }
+        tg_catalog_snap_release(s);
     }
     if (!rc) rc = tg_buf_appends(&b, "]}");
     if (rc)

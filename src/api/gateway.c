@@ -90,7 +90,8 @@ static int bearer(const char *v, const char **tok, size_t *len)
     return *len > 0;
 }
 
-int tg_api_auth(tg_wctx_t *w, tg_req_t *req, int route, tg_caller_t *out)
+int tg_api_auth_check(tg_wctx_t *w, tg_req_t *req, tg_caller_t *out, const char **code,
+                      const char **msg)
 {
     const char *tok = NULL;
     size_t len = 0;
@@ -99,30 +100,37 @@ int tg_api_auth(tg_wctx_t *w, tg_req_t *req, int route, tg_caller_t *out)
         tok = xk;
         len = strlen(xk);
     } else if (!bearer(tg_req_header(req, "authorization"), &tok, &len)) {
-        tg_api_error(w, req, route, 401, "missing_api_key",
-                     "No API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'.",
-                     NULL);
+        *code = "missing_api_key";
+        *msg = "No API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'.";
         return -1;
     }
     const tg_key_t *k = NULL;
     const tg_snapshot_t *snap = tg_tenancy_view_get(&w->view);
     int rc = snap ? tg_snapshot_auth(snap, tok, len, tg_wall_ms(), &k) : TG_EAUTH;
     if (rc == TG_EREVOKED) {
-        tg_api_error(w, req, route, 401, "revoked_api_key", "This API key has been revoked.", NULL);
+        *code = "revoked_api_key", *msg = "This API key has been revoked.";
         return -1;
     }
     if (rc == TG_EEXPIRED) {
-        tg_api_error(w, req, route, 401, "expired_api_key", "This API key has expired.", NULL);
+        *code = "expired_api_key", *msg = "This API key has expired.";
         return -1;
     }
     if (rc || !k) {
-        tg_api_error(w, req, route, 401, "invalid_api_key", "Invalid API key.", NULL);
+        *code = "invalid_api_key", *msg = "Invalid API key.";
         return -1;
     }
     snprintf(out->id, sizeof(out->id), "%s", k->id);
     snprintf(out->unit, sizeof(out->unit), "%s", k->unit);
     snprintf(out->team, sizeof(out->team), "%s", k->team);
     return 0;
+}
+
+int tg_api_auth(tg_wctx_t *w, tg_req_t *req, int route, tg_caller_t *out)
+{
+    const char *code, *msg;
+    if (tg_api_auth_check(w, req, out, &code, &msg) == 0) return 0;
+    tg_api_error(w, req, route, 401, code, msg, NULL);
+    return -1;
 }
 
 /* ---- health and metrics --------------------------------------------------- */
@@ -188,6 +196,9 @@ static void handle(tg_req_t *req, void *ctx)
         if (!get) return method_not_allowed(w, req, TG_ROUTE_MODELS, "GET");
         return tg_api_models(w, req);
     }
+    if (req->path_len > 7 && memcmp(req->path, "/model/", 7) == 0) return tg_api_bedrock(w, req);
+    if (req->path_len > 11 && memcmp(req->path, "/endpoints/", 11) == 0)
+        return tg_api_sagemaker(w, req);
     if (path_is(req, "/healthz")) {
         if (!get) return method_not_allowed(w, req, TG_ROUTE_HEALTHZ, "GET");
         return tg_api_send(w, req, TG_ROUTE_HEALTHZ, 200, "application/json", NULL,
@@ -223,7 +234,9 @@ static void *worker_init(tg_worker_t *worker, uv_loop_t *loop, void *ctx)
     w->shard = tg_metrics_shard(g->metrics, tg_worker_index(worker));
     tg_random(&w->id_seed, sizeof(w->id_seed));
     tg_tenancy_view_init(&w->view, g->tenancy);
-    if (tg_upstream_create(&w->up, loop) || tg_writer_port_create(&w->port, g->writer, loop)) {
+    w->aws_keys = calloc(g->cfg->nproviders + 1, sizeof(*w->aws_keys));
+    if (!w->aws_keys || tg_upstream_create(&w->up, loop) ||
+        tg_writer_port_create(&w->port, g->writer, loop)) {
         tg_error("worker %d: cannot create upstream client or ledger port",
                  tg_worker_index(worker));
         abort(); /* start-up only: nothing is in flight yet */
@@ -238,6 +251,7 @@ static void worker_fini(tg_worker_t *worker, void *wdata, void *ctx)
     tg_upstream_destroy(w->up);
     tg_writer_port_close(w->port);
     tg_tenancy_view_release(&w->view);
+    free(w->aws_keys);
     free(w);
 }
 
@@ -252,12 +266,28 @@ int tg_gateway_create(tg_gateway_t **out, const tg_config_t *cfg, tg_tenancy_t *
     g->metrics = metrics;
     g->auth_headers = calloc(cfg->nproviders + 1, sizeof(char *));
     g->chat_urls = calloc(cfg->nproviders + 1, sizeof(char *));
-    if (!g->auth_headers || !g->chat_urls) {
+    g->aws_auth = calloc(cfg->nproviders + 1, sizeof(*g->aws_auth));
+    g->catalogs = calloc(cfg->nproviders + 1, sizeof(*g->catalogs));
+    g->aws_hosts = calloc(cfg->nproviders + 1, sizeof(char *));
+    if (!g->auth_headers || !g->chat_urls || !g->aws_auth || !g->catalogs || !g->aws_hosts) {
         tg_gateway_destroy(g);
         return TG_ENOMEM;
     }
     for (size_t i = 0; i < cfg->nproviders; i++) {
         const tg_provider_t *p = &cfg->providers[i];
+        if (p->kind != TG_PROVIDER_OPENAI) {
+            char host[256];
+            int rc = tg_awsauth_create(&g->aws_auth[i], p);
+            if (!rc && tg_config_url_host(p->endpoint, host, sizeof(host))) rc = TG_EINVAL;
+            if (!rc && !(g->aws_hosts[i] = strdup(host))) rc = TG_ENOMEM;
+            if (!rc && p->kind == TG_PROVIDER_BEDROCK && p->catalog_refresh_s)
+                rc = tg_catalog_create(&g->catalogs[i], p, g->aws_auth[i]);
+            if (rc) {
+                tg_gateway_destroy(g);
+                return rc;
+            }
+            continue;
+        }
         if (p->api_key && asprintf(&g->auth_headers[i], "Authorization: Bearer %s", p->api_key) < 0)
             g->auth_headers[i] = NULL;
         if (asprintf(&g->chat_urls[i], "%s/chat/completions", p->base_url) < 0) {
@@ -284,10 +314,55 @@ void tg_gateway_destroy(tg_gateway_t *g)
             free(g->auth_headers[i]);
         }
         if (g->chat_urls) free(g->chat_urls[i]);
+        if (g->catalogs) tg_catalog_destroy(g->catalogs[i]); /* before the auth it signs with */
+        if (g->aws_auth) tg_awsauth_destroy(g->aws_auth[i]);
+        if (g->aws_hosts) free(g->aws_hosts[i]);
     }
     free(g->auth_headers);
     free(g->chat_urls);
+    free(g->aws_auth);
+    free(g->catalogs);
+    free(g->aws_hosts);
     free(g);
+}
+
+int tg_gateway_start_aws(tg_gateway_t *g, uint32_t wait_ms)
+{
+    const tg_config_t *cfg = g->cfg;
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        if (!g->aws_auth[i]) continue;
+        int rc = tg_awsauth_start(g->aws_auth[i]);
+        if (rc) {
+            tg_error("provider %s: cannot start the AWS credentials thread: %s",
+                     cfg->providers[i].name, tg_strerror(rc));
+            return rc;
+        }
+    }
+    /* One shared deadline: a few seconds in all, not per provider. */
+    uint64_t deadline = tg_now_ns() + (uint64_t)wait_ms * 1000000u;
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        if (!g->aws_auth[i]) continue;
+        const tg_provider_t *p = &cfg->providers[i];
+        uint64_t now = tg_now_ns();
+        uint32_t left = now < deadline ? (uint32_t)((deadline - now) / 1000000u) : 0;
+        char err[512] = "";
+        if (tg_awsauth_wait(g->aws_auth[i], left, err, sizeof(err)))
+            tg_warn("provider %s: no AWS credentials yet (%s); its calls are answered 503 "
+                    "credentials_unavailable until they arrive",
+                    p->name, err[0] ? err : "still resolving");
+        else
+            tg_info("provider %s: %s auth ready (%s)", p->name,
+                    tg_awsauth_is_bearer(g->aws_auth[i]) ? "bearer" : "SigV4", p->region);
+    }
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        int rc = g->catalogs[i] ? tg_catalog_start(g->catalogs[i]) : 0;
+        if (rc) {
+            tg_error("provider %s: cannot start the catalogue thread: %s", cfg->providers[i].name,
+                     tg_strerror(rc));
+            return rc;
+        }
+    }
+    return TG_OK;
 }
 
 const tg_http_app_t *tg_gateway_app(tg_gateway_t *g)

@@ -4,6 +4,8 @@
 #define TG_API_INTERNAL_H
 
 #include "api/api.h"
+#include "providers/awsauth.h"
+#include "providers/catalog.h"
 #include "upstream/upstream.h"
 
 struct tg_gateway {
@@ -12,8 +14,11 @@ struct tg_gateway {
     tg_writer_t *writer;
     tg_metrics_t *metrics;
     tg_http_app_t app;
-    char **auth_headers; /* per provider: "Authorization: Bearer K" or NULL */
-    char **chat_urls;    /* per provider: base_url + "/chat/completions" */
+    char **auth_headers;     /* per provider: "Authorization: Bearer K" or NULL */
+    char **chat_urls;        /* per provider: base_url + "/chat/completions" */
+    tg_awsauth_t **aws_auth; /* per provider: AWS signing, NULL for openai */
+    tg_catalog_t **catalogs; /* per provider: the Bedrock catalogue, or NULL */
+    char **aws_hosts;        /* per provider: Host header of its runtime endpoint */
 };
 
 typedef struct {
@@ -24,7 +29,8 @@ typedef struct {
     tg_writer_port_t *port;
     tg_tenancy_view_t view;
     tg_metrics_shard_t *shard;
-    uint64_t id_seed; /* random per worker: ids stay unique across restarts */
+    tg_awsauth_keys_t *aws_keys; /* per provider: this worker's SigV4 key cache */
+    uint64_t id_seed;            /* random per worker: ids stay unique across restarts */
     uint64_t id_next;
 } tg_wctx_t;
 
@@ -38,6 +44,10 @@ typedef struct {
 
 /* Authenticates req; on failure sends the 401 and returns non-zero. */
 int tg_api_auth(tg_wctx_t *w, tg_req_t *req, int route, tg_caller_t *out);
+/* Authenticates without answering: on failure returns non-zero with the
+ * error's code and message (static strings), for doors with their own shape. */
+int tg_api_auth_check(tg_wctx_t *w, tg_req_t *req, tg_caller_t *out, const char **code,
+                      const char **msg);
 /* Sends a JSON error, counts it, logs it. */
 void tg_api_error(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *code,
                   const char *msg, const char *request_id);
@@ -52,5 +62,12 @@ void tg_api_new_id(tg_wctx_t *w, char *out, size_t cap, const char *prefix);
 
 void tg_api_chat(tg_wctx_t *w, tg_req_t *req);
 void tg_api_models(tg_wctx_t *w, tg_req_t *req);
+/* POST /model/{modelId}/{op}: the Bedrock runtime, passed through. */
+void tg_api_bedrock(tg_wctx_t *w, tg_req_t *req);
+/* POST /endpoints/{name}/{op}: SageMaker runtime endpoints, passed through. */
+void tg_api_sagemaker(tg_wctx_t *w, tg_req_t *req);
+/* Whether a bedrock provider with catalog.expose lists this id (or it is an
+ * ARN); returns the provider's index or -1. */
+int tg_api_exposed_provider(tg_gateway_t *g, const char *id, size_t n);
 
 #endif

@@ -9,7 +9,8 @@
 #include <string.h>
 
 static const char *const route_names[TG_ROUTE_COUNT] = {
-    "/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics", "other"};
+    "/v1/chat/completions", "/v1/models",       "/healthz", "/readyz", "/metrics", "other",
+    "/model/{id}",          "/endpoints/{name}"};
 
 /* Upper bounds in microseconds; the last bucket is +Inf. */
 static const uint64_t bucket_us[TG_METRICS_BUCKETS] = {

@@ -21,6 +21,8 @@ enum {
     TG_ROUTE_READYZ,
     TG_ROUTE_METRICS,
     TG_ROUTE_OTHER,
+    TG_ROUTE_BEDROCK,   /* /model/{id}/... */
+    TG_ROUTE_SAGEMAKER, /* /endpoints/{name}/... */
     TG_ROUTE_COUNT
 };
 

@@ -1,10 +1,11 @@
-/* main.c - the tollgate command line: serve, keys, usage.
+/* main.c - the tollgate command line: serve, keys, usage, sigv4.
  *
  *   tollgate serve --config FILE [--listen HOST:PORT]
  *   tollgate keys create --config FILE --team TEAM [--name NAME] [--expires-in SECONDS]
  *   tollgate keys list --config FILE [--json]
  *   tollgate keys revoke --config FILE ID_OR_PREFIX
  *   tollgate usage list --config FILE [--since UNIX_MS] [--until UNIX_MS]
+ *   tollgate sigv4 ... (cmd_sigv4.c; takes its own options)
  *
  * The subcommands only parse arguments and call the modules; no logic of
  * their own lives here. */
@@ -17,6 +18,7 @@
 #include <time.h>
 
 #include "api/api.h"
+#include "cli/cli.h"
 #include "upstream/upstream.h"
 
 #define TG_VERSION "0.1.0"
@@ -28,6 +30,8 @@ static const char usage_text[] =
     "  tollgate keys list --config FILE [--json]\n"
     "  tollgate keys revoke --config FILE ID_OR_PREFIX\n"
     "  tollgate usage list --config FILE [--since UNIX_MS] [--until UNIX_MS]\n"
+    "  tollgate sigv4 --access-key-id ID --secret-access-key S --region R --service SVC\n"
+    "                 --print canonical-request|string-to-sign|signature|signed-request < REQUEST\n"
     "  tollgate version\n";
 
 typedef struct {
@@ -175,7 +179,9 @@ static int cmd_serve(const args_t *a)
     if (rc) goto out;
     tg_writer_on_commit(writer, on_commit, metrics);
     tg_writer_on_tick(writer, 500, tg_gateway_reload_tick, &reloader);
+    /* AWS providers: credentials first (up to 3 s in all), then catalogues. */
     if ((rc = tg_gateway_create(&gw, cfg, ten, writer, metrics)) ||
+        (rc = tg_gateway_start_aws(gw, 3000)) ||
         (rc = tg_server_create(&srv, &cfg->http, tg_gateway_app(gw)))) {
         tg_error("cannot create the server: %s", tg_strerror(rc));
         goto out;
@@ -385,6 +391,7 @@ int main(int argc, char **argv)
         fputs(usage_text, stderr);
         return 2;
     }
+    if (strcmp(argv[1], "sigv4") == 0) return tg_cmd_sigv4(argc - 2, argv + 2);
     if (parse_args(argc - 1, argv + 1, &a)) return 2;
     const char *cmd = a.npos ? a.pos[0] : "";
     if (strcmp(cmd, "serve") == 0) return cmd_serve(&a);

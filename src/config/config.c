@@ -5,6 +5,8 @@
  * error message starts with the JSON path of the field at fault. */
 #include "config/config.h"
 
+#include "providers/bedrock.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
@@ -188,43 +190,292 @@ static int parse_store(tg_config_t *c, const cJSON *s, ctx_t *x)
     return get_u32(x, s, "store", "busy_timeout_ms", 0, 600000, &c->store.busy_timeout_ms);
 }
 
-static int parse_provider(tg_config_t *c, tg_provider_t *pv, const cJSON *o, const char *p,
-                          ctx_t *x)
+/* AWS region names: lower-case letters, digits and dashes ("us-east-1"). */
+static int region_ok(const char *r)
 {
-    static const char *const fields[] = {"name",
-                                         "type",
-                                         "base_url",
-                                         "api_key_env",
-                                         "region",
-                                         "connect_timeout_ms",
-                                         "first_byte_timeout_ms",
-                                         "total_timeout_ms",
+    if (!r[0] || strlen(r) > 31) return 0;
+    for (const char *q = r; *q; q++)
+        if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '-')) return 0;
+    return 1;
+}
+
+static int url_ok(ctx_t *x, char *url, const char *p, const char *name)
+{
+    char fp[256];
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+        snprintf(fp, sizeof(fp), "%s.%s", p, name);
+        return fail(x, fp, "must start with http:// or https://");
+    }
+    size_t n = strlen(url);
+    while (n > 0 && url[n - 1] == '/')
+        url[--n] = '\0';
+    return TG_OK;
+}
+
+/* Reads an environment variable named in the file; required ones must be set. */
+static int from_env(ctx_t *x, const char *p, const char *field, const char *var, int req,
+                    char **out)
+{
+    char fp[256], msg[200];
+    const char *v = var ? getenv(var) : NULL;
+    if (!v || !*v) {
+        if (!req) return TG_OK;
+        snprintf(fp, sizeof(fp), "%s.%s", p, field);
+        snprintf(msg, sizeof(msg), "environment variable %s is not set", var);
+        return fail(x, fp, msg);
+    }
+    *out = strdup(v);
+    return *out ? TG_OK : TG_ENOMEM;
+}
+
+static int parse_creds(tg_aws_creds_config_t *cr, const cJSON *o, const char *p, ctx_t *x)
+{
+    static const char *const fields[] = {"profile",
+                                         "role_arn",
+                                         "role_session_name",
+                                         "external_id",
+                                         "sts_endpoint",
+                                         "imds_endpoint",
+                                         "container_endpoint",
+                                         "refresh_before_ms",
+                                         "timeout_ms",
+                                         "access_key_id_env",
+                                         "secret_access_key_env",
+                                         "session_token_env",
                                          NULL};
     int rc;
     if ((rc = check_fields(x, o, p, fields))) return rc;
+    if ((rc = get_str(x, o, p, "profile", 0, &cr->profile)) ||
+        (rc = get_str(x, o, p, "role_arn", 0, &cr->role_arn)) ||
+        (rc = get_str(x, o, p, "role_session_name", 0, &cr->role_session_name)) ||
+        (rc = get_str(x, o, p, "external_id", 0, &cr->external_id)) ||
+        (rc = get_str(x, o, p, "sts_endpoint", 0, &cr->sts_endpoint)) ||
+        (rc = get_str(x, o, p, "imds_endpoint", 0, &cr->imds_endpoint)) ||
+        (rc = get_str(x, o, p, "container_endpoint", 0, &cr->container_endpoint)) ||
+        (rc = get_str(x, o, p, "access_key_id_env", 0, &cr->access_key_id_env)) ||
+        (rc = get_str(x, o, p, "secret_access_key_env", 0, &cr->secret_access_key_env)) ||
+        (rc = get_str(x, o, p, "session_token_env", 0, &cr->session_token_env)) ||
+        (rc = get_u32(x, o, p, "refresh_before_ms", 0, 86400000, &cr->refresh_before_ms)) ||
+        (rc = get_u32(x, o, p, "timeout_ms", 0, 600000, &cr->timeout_ms)))
+        return rc;
+    if ((cr->sts_endpoint && (rc = url_ok(x, cr->sts_endpoint, p, "sts_endpoint"))) ||
+        (cr->imds_endpoint && (rc = url_ok(x, cr->imds_endpoint, p, "imds_endpoint"))) ||
+        (cr->container_endpoint &&
+         (rc = url_ok(x, cr->container_endpoint, p, "container_endpoint"))))
+        return rc;
+    char fp[512];
+    if (!cr->access_key_id_env != !cr->secret_access_key_env) {
+        snprintf(fp, sizeof(fp), "%s.%s", p,
+                 cr->access_key_id_env ? "secret_access_key_env" : "access_key_id_env");
+        return fail(x, fp, "access_key_id_env and secret_access_key_env go together");
+    }
+    if (cr->session_token_env && !cr->access_key_id_env) {
+        snprintf(fp, sizeof(fp), "%s.session_token_env", p);
+        return fail(x, fp, "needs access_key_id_env and secret_access_key_env");
+    }
+    if ((rc = from_env(x, p, "access_key_id_env", cr->access_key_id_env, 0, &cr->access_key_id)) ||
+        (rc = from_env(x, p, "secret_access_key_env", cr->secret_access_key_env, 0,
+                       &cr->secret_access_key)) ||
+        (rc = from_env(x, p, "session_token_env", cr->session_token_env, 0, &cr->session_token)))
+        return rc;
+    return TG_OK;
+}
+
+/* The reference's SAGEMAKER_ENDPOINTS: an object, or a string holding JSON or
+ * a Python dict literal ("{'Mixtral 8x7B': 'Mixtral-SM-Endpoint'}"). Returns
+ * the parsed object (to free) in *out. */
+static int parse_endpoints(ctx_t *x, const cJSON *v, const char *p, cJSON **out)
+{
+    char fp[256];
+    snprintf(fp, sizeof(fp), "%s.endpoints", p);
+    cJSON *o = NULL;
+    if (cJSON_IsObject(v)) {
+        o = cJSON_Duplicate(v, 1);
+    } else if (cJSON_IsString(v)) {
+        o = cJSON_Parse(v->valuestring);
+        if (!o && !strchr(v->valuestring, '"')) { /* a Python literal: quotes swapped */
+            char *t = strdup(v->valuestring);
+            if (!t) return TG_ENOMEM;
+            for (char *q = t; *q; q++)
+                if (*q == '\'') *q = '"';
+            o = cJSON_Parse(t);
+            free(t);
+        }
+    } else {
+        return fail(x, fp, "must be an object {\"model id\": \"endpoint name\"}");
+    }
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return fail(x, fp,
+                    "must be an object {\"model id\": \"endpoint name\"} or a string holding one");
+    }
+    for (const cJSON *it = o->child; it; it = it->next)
+        if (!cJSON_IsString(it) || !it->valuestring[0] || !it->string[0]) {
+            cJSON_Delete(o);
+            return fail(x, fp, "every entry must map a model id to an endpoint name");
+        }
+    *out = o;
+    return TG_OK;
+}
+
+static int parse_aws_provider(tg_provider_t *pv, const cJSON *o, const char *p, ctx_t *x,
+                              cJSON **endpoints)
+{
+    int rc;
+    char fp[256];
+    int bedrock = pv->kind == TG_PROVIDER_BEDROCK;
+    if (!pv->region) {
+        snprintf(fp, sizeof(fp), "%s.region", p);
+        return fail(x, fp, "is required");
+    }
+    if (!region_ok(pv->region)) {
+        snprintf(fp, sizeof(fp), "%s.region", p);
+        return fail(x, fp, "must be an AWS region such as \"us-east-1\"");
+    }
+    char *auth = NULL;
+    if ((rc = get_str(x, o, p, "endpoint", 0, &pv->endpoint)) ||
+        (rc = get_str(x, o, p, "auth", 0, &auth)))
+        return rc;
+    if (bedrock && ((rc = get_str(x, o, p, "control_endpoint", 0, &pv->control_endpoint)) ||
+                    (rc = get_str(x, o, p, "bearer_token_env", 0, &pv->bearer_token_env)))) {
+        free(auth);
+        return rc;
+    }
+    pv->endpoint_explicit = pv->endpoint != NULL;
+    if (!pv->endpoint && asprintf(&pv->endpoint,
+                                  bedrock ? "https://bedrock-runtime.%s.amazonaws.com"
+                                          : "https://runtime.sagemaker.%s.amazonaws.com",
+                                  pv->region) < 0) {
+        pv->endpoint = NULL;
+        free(auth);
+        return TG_ENOMEM;
+    }
+    if (bedrock && !pv->control_endpoint &&
+        asprintf(&pv->control_endpoint, "https://bedrock.%s.amazonaws.com", pv->region) < 0) {
+        pv->control_endpoint = NULL;
+        free(auth);
+        return TG_ENOMEM;
+    }
+    if ((rc = url_ok(x, pv->endpoint, p, "endpoint")) ||
+        (bedrock && (rc = url_ok(x, pv->control_endpoint, p, "control_endpoint")))) {
+        free(auth);
+        return rc;
+    }
+    if (bedrock && !pv->bearer_token_env &&
+        !(pv->bearer_token_env = strdup("AWS_BEARER_TOKEN_BEDROCK"))) {
+        free(auth);
+        return TG_ENOMEM;
+    }
+    /* As the SDKs do: a Bedrock API key in the environment means bearer. */
+    const char *tok = bedrock ? getenv(pv->bearer_token_env) : NULL;
+    pv->auth = tok && *tok ? TG_AWS_AUTH_BEARER : TG_AWS_AUTH_SIGV4;
+    if (auth) {
+        snprintf(fp, sizeof(fp), "%s.auth", p);
+        if (strcmp(auth, "sigv4") == 0)
+            pv->auth = TG_AWS_AUTH_SIGV4;
+        else if (strcmp(auth, "bearer") == 0 && bedrock)
+            pv->auth = TG_AWS_AUTH_BEARER;
+        else
+            rc = fail(x, fp, bedrock ? "must be \"sigv4\" or \"bearer\"" : "must be \"sigv4\"");
+        free(auth);
+        if (rc) return rc;
+    }
+    if (pv->auth == TG_AWS_AUTH_BEARER &&
+        (rc = from_env(x, p, "bearer_token_env", pv->bearer_token_env, 0, &pv->bearer_token)))
+        return rc;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "credentials");
+    snprintf(fp, sizeof(fp), "%s.credentials", p);
+    if (v && (rc = parse_creds(&pv->creds, v, fp, x))) return rc;
+    pv->catalog_refresh_s = 3600;
+    if (bedrock && (v = cJSON_GetObjectItemCaseSensitive(o, "catalog"))) {
+        static const char *const cf[] = {"refresh_s", "expose", NULL};
+        snprintf(fp, sizeof(fp), "%s.catalog", p);
+        if ((rc = check_fields(x, v, fp, cf)) ||
+            (rc = get_u32(x, v, fp, "refresh_s", 0, 604800, &pv->catalog_refresh_s)) ||
+            (rc = get_bool(x, v, fp, "expose", &pv->catalog_expose)))
+            return rc;
+        if (pv->catalog_refresh_s && pv->catalog_refresh_s < 5) {
+            snprintf(fp, sizeof(fp), "%s.catalog.refresh_s", p);
+            return fail(x, fp, "must be 0 (never) or at least 5");
+        }
+        if (pv->catalog_expose && !pv->catalog_refresh_s) {
+            snprintf(fp, sizeof(fp), "%s.catalog.expose", p);
+            return fail(x, fp, "needs a catalogue: refresh_s must not be 0");
+        }
+    }
+    if (!bedrock && (v = cJSON_GetObjectItemCaseSensitive(o, "endpoints")))
+        return parse_endpoints(x, v, p, endpoints);
+    return TG_OK;
+}
+
+static int parse_provider(tg_config_t *c, tg_provider_t *pv, const cJSON *o, const char *p,
+                          ctx_t *x, cJSON **endpoints)
+{
+    static const char *const openai_fields[] = {"name",
+                                                "type",
+                                                "base_url",
+                                                "api_key_env",
+                                                "region",
+                                                "connect_timeout_ms",
+                                                "first_byte_timeout_ms",
+                                                "total_timeout_ms",
+                                                NULL};
+    static const char *const bedrock_fields[] = {"name",
+                                                 "type",
+                                                 "region",
+                                                 "endpoint",
+                                                 "control_endpoint",
+                                                 "auth",
+                                                 "bearer_token_env",
+                                                 "credentials",
+                                                 "catalog",
+                                                 "connect_timeout_ms",
+                                                 "first_byte_timeout_ms",
+                                                 "total_timeout_ms",
+                                                 NULL};
+    static const char *const sagemaker_fields[] = {"name",
+                                                   "type",
+                                                   "region",
+                                                   "endpoint",
+                                                   "auth",
+                                                   "credentials",
+                                                   "endpoints",
+                                                   "connect_timeout_ms",
+                                                   "first_byte_timeout_ms",
+                                                   "total_timeout_ms",
+                                                   NULL};
+    int rc;
+    char fp[256];
+    if (!cJSON_IsObject(o)) return fail(x, p, "must be an object");
+    if ((rc = get_str(x, o, p, "type", 1, &pv->type))) return rc;
+    const char *const *fields;
+    if (strcmp(pv->type, "openai") == 0) {
+        pv->kind = TG_PROVIDER_OPENAI, fields = openai_fields;
+    } else if (strcmp(pv->type, "bedrock") == 0) {
+        pv->kind = TG_PROVIDER_BEDROCK, fields = bedrock_fields;
+    } else if (strcmp(pv->type, "sagemaker") == 0) {
+        pv->kind = TG_PROVIDER_SAGEMAKER, fields = sagemaker_fields;
+    } else {
+        snprintf(fp, sizeof(fp), "%s.type", p);
+        return fail(x, fp, "must be \"openai\", \"bedrock\" or \"sagemaker\"");
+    }
+    if ((rc = check_fields(x, o, p, fields))) return rc;
     if ((rc = get_str(x, o, p, "name", 1, &pv->name)) ||
-        (rc = get_str(x, o, p, "type", 1, &pv->type)) ||
-        (rc = get_str(x, o, p, "base_url", 1, &pv->base_url)) ||
-        (rc = get_str(x, o, p, "api_key_env", 0, &pv->api_key_env)) ||
         (rc = get_str(x, o, p, "region", 0, &pv->region)))
         return rc;
-    char fp[256];
-    if (strcmp(pv->type, "openai") != 0) {
-        snprintf(fp, sizeof(fp), "%s.type", p);
-        return fail(x, fp, "must be \"openai\" (bedrock and sagemaker are not built yet)");
+    if (pv->kind == TG_PROVIDER_OPENAI) {
+        if ((rc = get_str(x, o, p, "base_url", 1, &pv->base_url)) ||
+            (rc = get_str(x, o, p, "api_key_env", 0, &pv->api_key_env)) ||
+            (rc = url_ok(x, pv->base_url, p, "base_url")))
+            return rc;
+        if (pv->api_key_env) {
+            const char *v = getenv(pv->api_key_env);
+            if (v && *v && !(pv->api_key = strdup(v))) return TG_ENOMEM;
+        }
+    } else if ((rc = parse_aws_provider(pv, o, p, x, endpoints))) {
+        return rc;
     }
-    if (strncmp(pv->base_url, "http://", 7) != 0 && strncmp(pv->base_url, "https://", 8) != 0) {
-        snprintf(fp, sizeof(fp), "%s.base_url", p);
-        return fail(x, fp, "must start with http:// or https://");
-    }
-    size_t n = strlen(pv->base_url);
-    while (n > 0 && pv->base_url[n - 1] == '/')
-        pv->base_url[--n] = '\0';
     if (!pv->region && !(pv->region = strdup(""))) return TG_ENOMEM;
-    if (pv->api_key_env) {
-        const char *v = getenv(pv->api_key_env);
-        if (v && *v && !(pv->api_key = strdup(v))) return TG_ENOMEM;
-    }
     pv->connect_timeout_ms = 5000;
     pv->first_byte_timeout_ms = 120000;
     pv->total_timeout_ms = 600000;
@@ -241,6 +492,57 @@ static int parse_provider(tg_config_t *c, tg_provider_t *pv, const cJSON *o, con
     return TG_OK;
 }
 
+int tg_config_url_host(const char *url, char *out, size_t cap)
+{
+    int https = strncmp(url, "https://", 8) == 0;
+    if (!https && strncmp(url, "http://", 7) != 0) return TG_EINVAL;
+    const char *h = url + (https ? 8 : 7);
+    size_t n = strcspn(h, "/?#");
+    const char *at = memchr(h, '@', n); /* userinfo is not part of Host */
+    if (at) {
+        n -= (size_t)(at + 1 - h);
+        h = at + 1;
+    }
+    if (n == 0) return TG_EINVAL;
+    /* A default port is not sent: "host:443" over https goes as "host". */
+    const char *colon = NULL;
+    for (size_t i = n; i-- > 0;) {
+        if (h[i] == ':') {
+            colon = h + i;
+            break;
+        }
+        if (h[i] == ']') break;
+    }
+    if (colon && ((https && (size_t)(h + n - colon) == 4 && memcmp(colon, ":443", 4) == 0) ||
+                  (!https && (size_t)(h + n - colon) == 3 && memcmp(colon, ":80", 3) == 0)))
+        n = (size_t)(colon - h);
+    if (n + 1 > cap) return TG_EINVAL;
+    for (size_t i = 0; i < n; i++) /* curl sends the host name lower-cased as given; keep it */
+        out[i] = h[i];
+    out[n] = '\0';
+    return TG_OK;
+}
+
+/* The runtime endpoint a route calls and the Host header for it. */
+static int aws_route_url(tg_model_route_t *m)
+{
+    const tg_provider_t *pv = m->provider;
+    if (!pv->endpoint_explicit && strcmp(m->region, pv->region) != 0) {
+        if (asprintf(&m->base_url,
+                     pv->kind == TG_PROVIDER_BEDROCK ? "https://bedrock-runtime.%s.amazonaws.com"
+                                                     : "https://runtime.sagemaker.%s.amazonaws.com",
+                     m->region) < 0) {
+            m->base_url = NULL;
+            return TG_ENOMEM;
+        }
+    } else if (!(m->base_url = strdup(pv->endpoint))) {
+        return TG_ENOMEM;
+    }
+    char host[256];
+    if (tg_config_url_host(m->base_url, host, sizeof(host))) return TG_EINVAL;
+    return (m->host = strdup(host)) ? TG_OK : TG_ENOMEM;
+}
+
 static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, const char *p, ctx_t *x)
 {
     static const char *const fields[] = {"id",
@@ -251,6 +553,11 @@ static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, cons
                                          "first_byte_timeout_ms",
                                          "total_timeout_ms",
                                          "created",
+                                         "endpoint",
+                                         "inference_component",
+                                         "target_variant",
+                                         "custom_attributes",
+                                         "format",
                                          NULL};
     int rc;
     char *prov = NULL, fp[256];
@@ -268,8 +575,62 @@ static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, cons
         snprintf(fp, sizeof(fp), "%s.provider", p);
         return fail(x, fp, "names no provider in \"providers\"");
     }
+    int kind = m->provider->kind;
+    static const char *const sm_only[] = {
+        "endpoint", "inference_component", "target_variant", "custom_attributes", "format", NULL};
+    for (const char *const *f = sm_only; *f && kind != TG_PROVIDER_SAGEMAKER; f++)
+        if (cJSON_GetObjectItemCaseSensitive(o, *f)) {
+            snprintf(fp, sizeof(fp), "%s.%s", p, *f);
+            return fail(x, fp, "only for a sagemaker provider's routes");
+        }
+    if (kind == TG_PROVIDER_SAGEMAKER) {
+        char *ep = NULL, *fmt = NULL;
+        if ((rc = get_str(x, o, p, "endpoint", 0, &ep)) ||
+            (rc = get_str(x, o, p, "inference_component", 0, &m->inference_component)) ||
+            (rc = get_str(x, o, p, "target_variant", 0, &m->target_variant)) ||
+            (rc = get_str(x, o, p, "custom_attributes", 0, &m->custom_attributes)) ||
+            (rc = get_str(x, o, p, "format", 0, &fmt))) {
+            free(ep), free(fmt);
+            return rc;
+        }
+        if (ep) { /* the endpoint name is what goes upstream */
+            free(m->upstream_model);
+            m->upstream_model = ep;
+        }
+        if (fmt) {
+            static const char *const names[] = {"raw", "tgi", "tgi-messages", "jumpstart",
+                                                "openai"};
+            int found = -1;
+            for (int i = 0; i < 5; i++)
+                if (strcmp(fmt, names[i]) == 0) found = i;
+            free(fmt);
+            if (found < 0) {
+                snprintf(fp, sizeof(fp), "%s.format", p);
+                return fail(x, fp, "must be raw, tgi, tgi-messages, jumpstart or openai");
+            }
+            m->format = found;
+        }
+    }
     if (!m->upstream_model && !(m->upstream_model = strdup(m->id))) return TG_ENOMEM;
     if (!m->region && !(m->region = strdup(m->provider->region))) return TG_ENOMEM;
+    if (kind != TG_PROVIDER_OPENAI && !region_ok(m->region)) {
+        snprintf(fp, sizeof(fp), "%s.region", p);
+        return fail(x, fp, "must be an AWS region such as \"us-east-1\"");
+    }
+    if (kind == TG_PROVIDER_BEDROCK) {
+        tg_br_model_t bm;
+        if (tg_br_model_parse(m->upstream_model, strlen(m->upstream_model), &bm)) {
+            snprintf(fp, sizeof(fp), "%s.%s", p,
+                     cJSON_GetObjectItemCaseSensitive(o, "upstream_model") ? "upstream_model"
+                                                                           : "id");
+            return fail(x, fp, "is not a Bedrock model id, inference profile id or ARN");
+        }
+    }
+    if (kind != TG_PROVIDER_OPENAI && (rc = aws_route_url(m))) {
+        if (rc != TG_EINVAL) return rc;
+        snprintf(fp, sizeof(fp), "%s.provider", p);
+        return fail(x, fp, "the provider's endpoint has no host");
+    }
     m->connect_timeout_ms = m->provider->connect_timeout_ms;
     m->first_byte_timeout_ms = m->provider->first_byte_timeout_ms;
     m->total_timeout_ms = m->provider->total_timeout_ms;
@@ -334,23 +695,47 @@ static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
     c->nproviders = np;
     size_t i = 0;
     char p[64];
-    for (const cJSON *it = provs ? provs->child : NULL; it; it = it->next, i++) {
+    cJSON **eps = calloc(np ? np : 1, sizeof(cJSON *)); /* sagemaker endpoints maps */
+    if (!eps) return TG_ENOMEM;
+    for (const cJSON *it = provs ? provs->child : NULL; it && !rc; it = it->next, i++) {
         snprintf(p, sizeof(p), "providers[%zu]", i);
-        if ((rc = parse_provider(c, &c->providers[i], it, p, x))) return rc;
+        rc = parse_provider(c, &c->providers[i], it, p, x, &eps[i]);
     }
 
     const cJSON *models = cJSON_GetObjectItemCaseSensitive(root, "models");
-    if (models && !cJSON_IsArray(models)) return fail(x, "models", "must be an array");
-    size_t nm = models ? (size_t)cJSON_GetArraySize(models) : 0;
-    c->models = calloc(nm ? nm : 1, sizeof(*c->models));
-    if (!c->models) return TG_ENOMEM;
+    if (!rc && models && !cJSON_IsArray(models)) rc = fail(x, "models", "must be an array");
+    size_t nm = models && !rc ? (size_t)cJSON_GetArraySize(models) : 0;
+    for (i = 0; i < np; i++)
+        nm += eps[i] ? (size_t)cJSON_GetArraySize(eps[i]) : 0;
+    if (!rc && !(c->models = calloc(nm ? nm : 1, sizeof(*c->models)))) rc = TG_ENOMEM;
     i = 0;
-    for (const cJSON *it = models ? models->child : NULL; it; it = it->next, i++) {
+    for (const cJSON *it = models ? models->child : NULL; it && !rc; it = it->next, i++) {
         snprintf(p, sizeof(p), "models[%zu]", i);
         c->nmodels = i + 1;
-        if ((rc = parse_model(c, &c->models[i], it, p, x))) return rc;
+        rc = parse_model(c, &c->models[i], it, p, x);
     }
-    return TG_OK;
+    /* Each "model id": "endpoint name" entry is a route of its own. */
+    for (size_t k = 0; k < np && !rc; k++) {
+        for (const cJSON *e = eps[k] ? eps[k]->child : NULL; e && !rc; e = e->next, i++) {
+            char ep[200];
+            snprintf(ep, sizeof(ep), "providers[%zu].endpoints[\"%.120s\"]", k, e->string);
+            cJSON *o = cJSON_CreateObject();
+            if (!o || !cJSON_AddStringToObject(o, "id", e->string) ||
+                !cJSON_AddStringToObject(o, "provider", c->providers[k].name) ||
+                !cJSON_AddStringToObject(o, "endpoint", e->valuestring)) {
+                cJSON_Delete(o);
+                rc = TG_ENOMEM;
+                break;
+            }
+            c->nmodels = i + 1;
+            rc = parse_model(c, &c->models[i], o, ep, x);
+            cJSON_Delete(o);
+        }
+    }
+    for (i = 0; i < np; i++)
+        cJSON_Delete(eps[i]);
+    free(eps);
+    return rc;
 }
 
 static char *slurp(const char *path, size_t max, size_t *len)
@@ -422,19 +807,32 @@ int tg_config_set_listen(tg_config_t *c, const char *listen, char *err, size_t e
     return parse_listen(c, listen, &x, "--listen");
 }
 
+static void wipe_free(char *s)
+{
+    if (!s) return;
+    memset(s, 0, strlen(s));
+    free(s);
+}
+
 void tg_config_free(tg_config_t *c)
 {
     if (!c) return;
     for (size_t i = 0; i < c->nproviders; i++) {
         tg_provider_t *p = &c->providers[i];
         free(p->name), free(p->type), free(p->base_url), free(p->api_key_env), free(p->region);
-        if (p->api_key) {
-            memset(p->api_key, 0, strlen(p->api_key));
-            free(p->api_key);
-        }
+        free(p->endpoint), free(p->control_endpoint), free(p->bearer_token_env);
+        wipe_free(p->api_key), wipe_free(p->bearer_token);
+        tg_aws_creds_config_t *cr = &p->creds;
+        free(cr->profile), free(cr->role_arn), free(cr->role_session_name), free(cr->external_id);
+        free(cr->sts_endpoint), free(cr->imds_endpoint), free(cr->container_endpoint);
+        free(cr->access_key_id_env), free(cr->secret_access_key_env), free(cr->session_token_env);
+        wipe_free(cr->access_key_id), wipe_free(cr->secret_access_key);
+        wipe_free(cr->session_token);
     }
     for (size_t i = 0; i < c->nmodels; i++) {
-        free(c->models[i].id), free(c->models[i].upstream_model), free(c->models[i].region);
+        tg_model_route_t *m = &c->models[i];
+        free(m->id), free(m->upstream_model), free(m->region), free(m->base_url), free(m->host);
+        free(m->inference_component), free(m->target_variant), free(m->custom_attributes);
     }
     free(c->providers);
     free(c->models);
@@ -449,5 +847,16 @@ const tg_model_route_t *tg_config_model(const tg_config_t *c, const char *id, si
     for (size_t i = 0; i < c->nmodels; i++)
         if (strlen(c->models[i].id) == len && memcmp(c->models[i].id, id, len) == 0)
             return &c->models[i];
+    return NULL;
+}
+
+const tg_model_route_t *tg_config_sm_endpoint(const tg_config_t *c, const char *name, size_t len)
+{
+    for (size_t i = 0; i < c->nmodels; i++) {
+        const tg_model_route_t *m = &c->models[i];
+        if (m->provider->kind == TG_PROVIDER_SAGEMAKER && strlen(m->upstream_model) == len &&
+            memcmp(m->upstream_model, name, len) == 0)
+            return m;
+    }
     return NULL;
 }

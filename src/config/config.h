@@ -14,16 +14,55 @@
 #include "http/http.h"
 #include "store/store.h"
 
+enum { TG_PROVIDER_OPENAI = 0, TG_PROVIDER_BEDROCK = 1, TG_PROVIDER_SAGEMAKER = 2 };
+enum { TG_AWS_AUTH_SIGV4 = 0, TG_AWS_AUTH_BEARER = 1 };
+/* What a SageMaker endpoint's container speaks (how its usage is read). */
+enum {
+    TG_SM_FORMAT_RAW = 0, /* unknown: counts estimated unless the body has them */
+    TG_SM_FORMAT_TGI,
+    TG_SM_FORMAT_TGI_MESSAGES,
+    TG_SM_FORMAT_JUMPSTART,
+    TG_SM_FORMAT_OPENAI,
+};
+
+/* providers[].credentials: how an AWS provider finds its credentials (mapped
+ * onto tg_aws_creds_opts_t at start). Static keys come from named
+ * environment variables, resolved at load and wiped on free. */
+typedef struct {
+    char *profile;
+    char *role_arn;
+    char *role_session_name;
+    char *external_id;
+    char *sts_endpoint;
+    char *imds_endpoint;
+    char *container_endpoint;
+    uint32_t refresh_before_ms; /* 0 = the provider's default */
+    uint32_t timeout_ms;        /* 0 = the provider's default */
+    char *access_key_id_env, *secret_access_key_env, *session_token_env;
+    char *access_key_id, *secret_access_key, *session_token; /* resolved; NULL when unset */
+} tg_aws_creds_config_t;
+
 typedef struct {
     char *name;
-    char *type;     /* "openai" */
-    char *base_url; /* without trailing slash, e.g. http://127.0.0.1:8000/v1 */
+    char *type;     /* "openai", "bedrock", "sagemaker" */
+    int kind;       /* TG_PROVIDER_* */
+    char *base_url; /* openai: without trailing slash, e.g. http://127.0.0.1:8000/v1 */
     char *api_key;  /* resolved from api_key_env at load; NULL when unset */
     char *api_key_env;
-    char *region;
+    char *region; /* AWS: the signing region (required) */
     uint32_t connect_timeout_ms;
     uint32_t first_byte_timeout_ms;
     uint32_t total_timeout_ms;
+    /* AWS providers only. */
+    char *endpoint;         /* runtime endpoint, no trailing slash */
+    int endpoint_explicit;  /* set in the file (a route's region then keeps it) */
+    char *control_endpoint; /* bedrock control plane, no trailing slash */
+    int auth;               /* TG_AWS_AUTH_* */
+    char *bearer_token_env;
+    char *bearer_token; /* resolved; NULL unless auth is bearer */
+    tg_aws_creds_config_t creds;
+    uint32_t catalog_refresh_s; /* bedrock; 0 = never fetch the catalogue */
+    int catalog_expose;         /* bedrock: any catalogue id or ARN may be called */
 } tg_provider_t;
 
 typedef struct {
@@ -35,6 +74,14 @@ typedef struct {
     uint32_t first_byte_timeout_ms;
     uint32_t total_timeout_ms;
     int64_t created; /* unix seconds shown by /v1/models */
+    /* AWS routes. upstream_model is the Bedrock model id / profile / ARN, or
+     * the SageMaker endpoint name. */
+    char *base_url; /* runtime endpoint for this route (its region may change the host) */
+    char *host;     /* Host header value as curl sends it: host[:port when not default] */
+    char *inference_component; /* sagemaker, NULL when unset */
+    char *target_variant;
+    char *custom_attributes;
+    int format; /* sagemaker: TG_SM_FORMAT_* */
 } tg_model_route_t;
 
 typedef struct {
@@ -60,5 +107,10 @@ int tg_config_load(tg_config_t **out, const char *path, char *err, size_t errcap
 int tg_config_set_listen(tg_config_t *c, const char *listen, char *err, size_t errcap);
 void tg_config_free(tg_config_t *c);
 const tg_model_route_t *tg_config_model(const tg_config_t *c, const char *id, size_t len);
+/* The SageMaker route whose endpoint name is this, or NULL. */
+const tg_model_route_t *tg_config_sm_endpoint(const tg_config_t *c, const char *name, size_t len);
+/* The Host header value curl sends for url (host, plus :port unless it is the
+ * scheme's default), written into out. Returns 0 or TG_EINVAL. */
+int tg_config_url_host(const char *url, char *out, size_t cap);
 
 #endif

@@ -106,6 +106,100 @@ static void test_errors(void **state)
     expect_error("{\"access_log\":1}", "config.access_log: must be true or false");
 }
 
+static void test_aws(void **state)
+{
+    unsetenv("AWS_BEARER_TOKEN_BEDROCK");
+    setenv("TG_TEST_AK", "AKIDX", 1);
+    setenv("TG_TEST_SK", "secret", 1);
+    tg_config_t *c;
+    char err[512];
+    int rc = load(
+        "{\"providers\":[{\"name\":\"br\",\"type\":\"bedrock\",\"region\":\"us-west-2\","
+        "\"credentials\":{\"access_key_id_env\":\"TG_TEST_AK\",\"secret_access_key_env\":"
+        "\"TG_TEST_SK\",\"role_arn\":\"arn:aws:iam::1:role/r\",\"sts_endpoint\":\"http://s/\"},"
+        "\"catalog\":{\"expose\":true,\"refresh_s\":60}},"
+        "{\"name\":\"sm\",\"type\":\"sagemaker\",\"region\":\"eu-west-1\",\"endpoint\":"
+        "\"http://127.0.0.1:9000/\",\"endpoints\":\"{'Mixtral 8x7B': 'Mixtral-SM-Endpoint'}\"}],"
+        "\"models\":[{\"id\":\"c\",\"provider\":\"br\",\"upstream_model\":"
+        "\"us.anthropic.claude-3-5-sonnet-20240620-v1:0\",\"region\":\"us-east-1\"},"
+        "{\"id\":\"t\",\"provider\":\"sm\",\"endpoint\":\"tgi-1\",\"format\":\"tgi\","
+        "\"custom_attributes\":\"a=1\",\"target_variant\":\"v\",\"inference_component\":\"ic\"}]}",
+        &c, err, sizeof(err));
+    if (rc) fail_msg("%s", err);
+    const tg_provider_t *br = &c->providers[0], *sm = &c->providers[1];
+    assert_int_equal(br->kind, TG_PROVIDER_BEDROCK);
+    assert_int_equal(br->auth, TG_AWS_AUTH_SIGV4);
+    assert_string_equal(br->endpoint, "https://bedrock-runtime.us-west-2.amazonaws.com");
+    assert_string_equal(br->control_endpoint, "https://bedrock.us-west-2.amazonaws.com");
+    assert_string_equal(br->creds.access_key_id, "AKIDX");
+    assert_string_equal(br->creds.sts_endpoint, "http://s");
+    assert_int_equal(br->catalog_expose, 1);
+    assert_int_equal(br->catalog_refresh_s, 60);
+    assert_string_equal(sm->endpoint, "http://127.0.0.1:9000");
+    /* A route's own region changes the default host and the signing region. */
+    const tg_model_route_t *m = tg_config_model(c, "c", 1);
+    assert_string_equal(m->base_url, "https://bedrock-runtime.us-east-1.amazonaws.com");
+    assert_string_equal(m->host, "bedrock-runtime.us-east-1.amazonaws.com");
+    assert_string_equal(m->region, "us-east-1");
+    m = tg_config_model(c, "t", 1);
+    assert_string_equal(m->upstream_model, "tgi-1");
+    assert_int_equal(m->format, TG_SM_FORMAT_TGI);
+    assert_string_equal(m->custom_attributes, "a=1");
+    assert_string_equal(m->host, "127.0.0.1:9000");
+    /* The reference's map, as a Python literal: a route per entry. */
+    m = tg_config_model(c, "Mixtral 8x7B", 12);
+    assert_non_null(m);
+    assert_string_equal(m->upstream_model, "Mixtral-SM-Endpoint");
+    assert_ptr_equal(tg_config_sm_endpoint(c, "Mixtral-SM-Endpoint", 19), m);
+    assert_int_equal(c->nmodels, 3);
+    tg_config_free(c);
+
+    /* A Bedrock API key in the environment makes bearer the default. */
+    setenv("AWS_BEARER_TOKEN_BEDROCK", "br-key", 1);
+    rc = load("{\"providers\":[{\"name\":\"b\",\"type\":\"bedrock\",\"region\":\"us-east-1\"}]}",
+              &c, err, sizeof(err));
+    if (rc) fail_msg("%s", err);
+    assert_int_equal(c->providers[0].auth, TG_AWS_AUTH_BEARER);
+    assert_string_equal(c->providers[0].bearer_token, "br-key");
+    tg_config_free(c);
+    unsetenv("AWS_BEARER_TOKEN_BEDROCK");
+}
+
+static void test_aws_errors(void **state)
+{
+    expect_error("{\"providers\":[{\"name\":\"b\",\"type\":\"bedrock\"}]}",
+                 "providers[0].region: is required");
+    expect_error("{\"providers\":[{\"name\":\"b\",\"type\":\"bedrock\",\"region\":\"US East\"}]}",
+                 "providers[0].region: must be an AWS region");
+    expect_error("{\"providers\":[{\"name\":\"b\",\"type\":\"vertex\"}]}",
+                 "providers[0].type: must be");
+    expect_error("{\"providers\":[{\"name\":\"b\",\"type\":\"bedrock\",\"region\":\"us-east-1\","
+                 "\"base_url\":\"http://x\"}]}",
+                 "providers[0].base_url: unknown field");
+    expect_error("{\"providers\":[{\"name\":\"s\",\"type\":\"sagemaker\",\"region\":\"us-east-1\","
+                 "\"auth\":\"bearer\"}]}",
+                 "providers[0].auth: must be \"sigv4\"");
+    expect_error("{\"providers\":[{\"name\":\"b\",\"type\":\"bedrock\",\"region\":\"us-east-1\","
+                 "\"credentials\":{\"access_key_id_env\":\"A\"}}]}",
+                 "providers[0].credentials.secret_access_key_env: access_key_id_env and");
+    expect_error("{\"providers\":[{\"name\":\"b\",\"type\":\"bedrock\",\"region\":\"us-east-1\","
+                 "\"catalog\":{\"expose\":true,\"refresh_s\":0}}]}",
+                 "providers[0].catalog.expose: needs a catalogue");
+    expect_error("{\"providers\":[{\"name\":\"s\",\"type\":\"sagemaker\",\"region\":\"us-east-1\","
+                 "\"endpoints\":[1]}]}",
+                 "providers[0].endpoints: must be an object");
+    expect_error("{\"providers\":[{\"name\":\"b\",\"type\":\"bedrock\",\"region\":\"us-east-1\"}],"
+                 "\"models\":[{\"id\":\"m\",\"provider\":\"b\",\"endpoint\":\"e\"}]}",
+                 "models[0].endpoint: only for a sagemaker");
+    expect_error("{\"providers\":[{\"name\":\"b\",\"type\":\"bedrock\",\"region\":\"us-east-1\"}],"
+                 "\"models\":[{\"id\":\"m\",\"provider\":\"b\",\"upstream_model\":\"bad id\"}]}",
+                 "models[0].upstream_model: is not a Bedrock model id");
+    expect_error(
+        "{\"providers\":[{\"name\":\"s\",\"type\":\"sagemaker\",\"region\":\"us-east-1\"}],"
+        "\"models\":[{\"id\":\"m\",\"provider\":\"s\",\"format\":\"gguf\"}]}",
+        "models[0].format: must be raw");
+}
+
 static void test_listen_override(void **state)
 {
     tg_config_t *c;
@@ -121,10 +215,9 @@ static void test_listen_override(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_full),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_listen_override),
+        cmocka_unit_test(test_defaults),   cmocka_unit_test(test_full),
+        cmocka_unit_test(test_errors),     cmocka_unit_test(test_aws),
+        cmocka_unit_test(test_aws_errors), cmocka_unit_test(test_listen_override),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
