@@ -30,6 +30,8 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -130,6 +132,15 @@ struct tg_upstream {
     int destroy_pending; /* destroy asked from a callback; done on the way out */
     int destroying;      /* handles are closing; freed in the last close callback */
     link_t calls, fb_wait, to_add, to_resume, zombies, socks;
+    /* Poll handles by fd number. A connection libcurl keeps for reuse is
+     * REMOVEd after each transfer and added back for the next one: its handle
+     * is only stopped in between, not closed and re-created (which costs an
+     * ioctl, epoll_ctl calls and a malloc per call). A stopped handle holds no
+     * registration, so one whose fd libcurl closed is simply restarted when
+     * that fd number comes back as a new socket. */
+    sock_t **byfd;
+    uint8_t *conn; /* by fd: 1 while it is a connection libcurl opened through us */
+    size_t nbyfd;
     CURL *pool[EASY_POOL];
     int npool;
 };
@@ -444,8 +455,80 @@ static void on_sock_closed(uv_handle_t *h)
 
 static void sock_close(sock_t *s)
 {
+    tg_upstream_t *u = s->u;
+    if ((size_t)s->fd < u->nbyfd && u->byfd[s->fd] == s) u->byfd[s->fd] = NULL;
     link_del(&s->link);
     uv_close((uv_handle_t *)&s->poll, on_sock_closed);
+}
+
+static int grow_fds(tg_upstream_t *u, size_t fd)
+{
+    size_t n = u->nbyfd ? u->nbyfd : 64;
+    while (n <= fd)
+        n *= 2;
+    sock_t **a = realloc(u->byfd, n * sizeof(*a));
+    if (!a) return TG_ENOMEM;
+    u->byfd = a;
+    uint8_t *b = realloc(u->conn, n);
+    if (!b) return TG_ENOMEM;
+    u->conn = b;
+    memset(a + u->nbyfd, 0, (n - u->nbyfd) * sizeof(*a));
+    memset(b + u->nbyfd, 0, n - u->nbyfd);
+    u->nbyfd = n;
+    return 0;
+}
+
+/* Connection sockets are opened and closed through these two, so a kept
+ * handle never outlives its fd (other sockets libcurl reports, such as a
+ * resolver's wake-up pair, are closed by libcurl itself: their handles are
+ * closed at REMOVE as before). */
+static curl_socket_t on_curl_open(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    tg_upstream_t *u = clientp;
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd < 0) return CURL_SOCKET_BAD;
+    if ((size_t)fd >= u->nbyfd && grow_fds(u, (size_t)fd)) {
+        close(fd);
+        return CURL_SOCKET_BAD;
+    }
+    u->conn[fd] = 1;
+    return fd;
+}
+
+static int on_curl_close(void *clientp, curl_socket_t fd)
+{
+    tg_upstream_t *u = clientp;
+    if (fd >= 0 && (size_t)fd < u->nbyfd) {
+        u->conn[fd] = 0;
+        if (u->byfd[fd]) sock_close(u->byfd[fd]);
+    }
+    return close(fd);
+}
+
+/* The handle kept for fd, or a new one. */
+static sock_t *sock_for(tg_upstream_t *u, curl_socket_t fd)
+{
+    if (fd < 0) return NULL;
+    if ((size_t)fd < u->nbyfd && u->byfd[fd]) return u->byfd[fd];
+    if ((size_t)fd >= u->nbyfd) {
+        size_t n = u->nbyfd ? u->nbyfd : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        if (grow_fds(u, (size_t)fd)) return NULL;
+    }
+    sock_t *s = malloc(sizeof(*s));
+    if (!s) return NULL;
+    if (uv_poll_init_socket(u->loop, &s->poll, fd) != 0) {
+        free(s);
+        return NULL;
+    }
+    s->poll.data = s;
+    s->fd = fd;
+    s->u = u;
+    u->handles++;
+    link_push(&u->socks, &s->link);
+    u->byfd[fd] = s;
+    return s;
 }
 
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
@@ -453,25 +536,20 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
     tg_upstream_t *u = userp;
     sock_t *s = socketp;
     if (what == CURL_POLL_REMOVE) {
-        /* libcurl has not closed fd yet, so stopping the poll here is safe. */
+        /* libcurl has not closed fd yet, so stopping the poll here is safe;
+         * the handle stays in u->byfd for the connection's next transfer. */
         if (s) {
             curl_multi_assign(u->multi, fd, NULL);
-            sock_close(s);
+            if ((size_t)fd < u->nbyfd && u->conn[fd])
+                uv_poll_stop(&s->poll);
+            else
+                sock_close(s);
         }
         return 0;
     }
     if (!s) {
-        s = malloc(sizeof(*s));
+        s = sock_for(u, fd);
         if (!s) return -1;
-        if (uv_poll_init_socket(u->loop, &s->poll, fd) != 0) {
-            free(s);
-            return -1;
-        }
-        s->poll.data = s;
-        s->fd = fd;
-        s->u = u;
-        u->handles++;
-        link_push(&u->socks, &s->link);
         curl_multi_assign(u->multi, fd, s);
     }
     int events = 0;
@@ -583,6 +661,11 @@ static void do_destroy(tg_upstream_t *u)
     u->multi = NULL;
     while (!link_empty(&u->socks))
         sock_close(container_of(u->socks.next, sock_t, link));
+    free(u->byfd);
+    free(u->conn);
+    u->byfd = NULL;
+    u->conn = NULL;
+    u->nbyfd = 0;
     uv_close((uv_handle_t *)&u->timer, on_timer_closed);
     uv_close((uv_handle_t *)&u->fb_timer, on_timer_closed);
     uv_close((uv_handle_t *)&u->kick, on_timer_closed);
@@ -621,6 +704,10 @@ static int setup(tg_upcall_t *c, const tg_upcall_opts_t *o)
     SET(CURLOPT_WRITEDATA, (void *)c);
     SET(CURLOPT_PREREQFUNCTION, on_curl_prereq);
     SET(CURLOPT_PREREQDATA, (void *)c);
+    SET(CURLOPT_OPENSOCKETFUNCTION, on_curl_open);
+    SET(CURLOPT_OPENSOCKETDATA, (void *)c->u);
+    SET(CURLOPT_CLOSESOCKETFUNCTION, on_curl_close);
+    SET(CURLOPT_CLOSESOCKETDATA, (void *)c->u);
     if (o->connect_timeout_ms) SET(CURLOPT_CONNECTTIMEOUT_MS, (long)o->connect_timeout_ms);
     if (o->total_timeout_ms) SET(CURLOPT_TIMEOUT_MS, (long)o->total_timeout_ms);
 
