@@ -224,7 +224,21 @@ void tg_aws_error_message(const char *body, size_t len, char *msg, size_t cap)
     if (!j) return;
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "message");
     if (!cJSON_IsString(m)) m = cJSON_GetObjectItemCaseSensitive(j, "Message");
-    if (cJSON_IsString(m)) tg_aws_text_copy(msg, cap, m->valuestring, strlen(m->valuestring));
+    if (cJSON_IsString(m)) {
+        /* InvalidSignatureException quotes the canonical request AWS expected,
+         * our x-amz-security-token included: keep only what precedes it. */
+        static const char *const cut_at[] = {"The Canonical String", "The String-to-Sign",
+                                             "x-amz-security-token"};
+        const char *s = m->valuestring;
+        size_t n = strlen(s);
+        for (size_t i = 0; i < sizeof(cut_at) / sizeof(cut_at[0]); i++) {
+            const char *c = strcasestr(s, cut_at[i]);
+            if (c && (size_t)(c - s) < n) n = (size_t)(c - s);
+        }
+        while (n && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == '\t'))
+            n--;
+        tg_aws_text_copy(msg, cap, s, n);
+    }
     cJSON_Delete(j);
 }
 

@@ -151,7 +151,9 @@ int tg_br_stream_event(tg_br_op_t op, const tg_es_message_t *m, tg_br_event_t *e
  * suffix or a "namespace#" prefix), truncated, "" for an empty type. */
 int tg_br_error_status(const char *type, size_t n, int upstream_status, char *code, size_t codecap);
 /* The "message" (or "Message") of an AWS JSON error body, copied into msg
- * (truncated, control characters dropped); "" when there is none. */
+ * (truncated, control characters dropped, cut before a quoted canonical
+ * request or string to sign, which would show our session token); "" when
+ * there is none. */
 void tg_aws_error_message(const char *body, size_t len, char *msg, size_t cap);
 
 /* ---- small pieces both AWS providers use (sagemaker.c too) ------------- */

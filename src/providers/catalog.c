@@ -75,9 +75,12 @@ int tg_catalog_snap_has(const tg_catalog_snap_t *s, const char *id, size_t n)
     size_t lo = 0, hi = s ? s->n : 0;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
+        /* id is counted and may hold a NUL: compare bytes, never read e past
+         * its end. Same order as strcmp for ids without NUL. */
         const char *e = s->entries[mid].id;
-        int c = strncmp(e, id, n);
-        if (c == 0) c = e[n] ? 1 : 0; /* e longer than id sorts after it */
+        size_t el = strlen(e);
+        int c = memcmp(e, id, el < n ? el : n);
+        if (c == 0) c = (el > n) - (el < n); /* a prefix sorts first */
         if (c == 0) return 1;
         if (c < 0)
             lo = mid + 1;
@@ -289,7 +292,7 @@ static tg_catalog_snap_t *fetch(tg_catalog_t *c, char *err, size_t errcap)
     int rc = s ? get(c, "/foundation-models", NULL, &b, err, errcap) : TG_ENOMEM;
     if (!rc && (rc = tg_catalog_parse_models(s, b.data, b.len)) < 0)
         snprintf(err, errcap, "ListFoundationModels: unexpected response");
-    char next[2048] = "", query[4200];
+    char next[2048] = "", query[6400]; /* nextToken, percent-encoded: up to 3x */
     for (int page = 0; rc >= 0 && page < MAX_PAGES; page++) {
         int n = snprintf(query, sizeof(query), "maxResults=%d", PAGE_SIZE);
         if (next[0]) {

@@ -55,6 +55,15 @@ static void test_bearer(void **state)
     assert_non_null(strstr(err, "TG_TEST_BR_TOKEN"));
     assert_int_equal(tg_awsauth_sign(a, NULL, &r, NULL, &o), TG_EAUTH);
     tg_awsauth_destroy(a);
+
+    /* A token that would add header lines of its own is refused, unquoted. */
+    p.bearer_token = "abc\r\nX-Evil: 1";
+    assert_int_equal(tg_awsauth_create(&a, &p), 0);
+    assert_int_equal(tg_awsauth_wait(a, 0, err, sizeof(err)), TG_EAUTH);
+    assert_non_null(strstr(err, "TG_TEST_BR_TOKEN"));
+    assert_null(strstr(err, "abc"));
+    assert_int_equal(tg_awsauth_sign(a, NULL, &r, NULL, &o), TG_EAUTH);
+    tg_awsauth_destroy(a);
 }
 
 static const char *line(const tg_awsauth_out_t *o, const char *prefix)

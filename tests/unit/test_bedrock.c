@@ -872,6 +872,35 @@ static void test_error_message(void **state)
     tg_aws_error_message(b1, strlen(b1), msg, 0); /* no room: nothing written */
 }
 
+/* AWS's InvalidSignatureException quotes the canonical request and string to
+ * sign it expected; the canonical request holds the gateway's own
+ * x-amz-security-token. None of that may reach a client or a log. */
+static void test_error_message_no_canonical_request(void **state)
+{
+    char msg[2048];
+    const char *b =
+        "{\"message\":\"The request signature we calculated does not match the signature you "
+        "provided. Check your AWS Secret Access Key and signing method. Consult the service "
+        "documentation for details.\\n\\nThe Canonical String for this request should have "
+        "been\\n'POST\\n/model/m/invoke\\n\\nhost:bedrock-runtime.us-east-1.amazonaws.com\\n"
+        "x-amz-date:20240101T000000Z\\nx-amz-security-token:FwoGZXIvYXdzSECRETTOKEN\\n\\n"
+        "host;x-amz-date;x-amz-security-token\\ne3b0c442'\\n\\nThe String-to-Sign should have "
+        "been\\n'AWS4-HMAC-SHA256\\n20240101T000000Z\\n20240101/us-east-1/bedrock/aws4_request"
+        "\\nabc'\\n\"}";
+    tg_aws_error_message(b, strlen(b), msg, sizeof(msg));
+    assert_null(strstr(msg, "SECRETTOKEN"));
+    assert_null(strstr(msg, "Canonical String"));
+    assert_null(strstr(msg, "String-to-Sign"));
+    assert_string_equal(msg, "The request signature we calculated does not match the signature "
+                             "you provided. Check your AWS Secret Access Key and signing method. "
+                             "Consult the service documentation for details.");
+    /* Any other mention of the token header ends the message too. */
+    const char *b2 = "{\"Message\":\"bad header x-amz-security-token:IQoJSECRET here\"}";
+    tg_aws_error_message(b2, strlen(b2), msg, sizeof(msg));
+    assert_null(strstr(msg, "SECRET"));
+    assert_string_equal(msg, "bad header");
+}
+
 static void test_text_copy(void **state)
 {
     char out[8];
@@ -948,6 +977,7 @@ int main(void)
         cmocka_unit_test(test_error_status),
         cmocka_unit_test(test_stream_exceptions),
         cmocka_unit_test(test_error_message),
+        cmocka_unit_test(test_error_message_no_canonical_request),
         cmocka_unit_test(test_text_copy),
         cmocka_unit_test(test_json_helpers),
     };

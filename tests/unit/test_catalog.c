@@ -37,6 +37,24 @@ static void test_models(void **state)
     tg_catalog_snap_release(s);
 }
 
+/* A looked-up id is counted bytes and may hold a NUL: it must neither match a
+ * shorter entry nor make the lookup read past that entry's end. */
+static void test_has_id_with_nul(void **state)
+{
+    tg_catalog_snap_t *s = tg_catalog_snap_new();
+    assert_non_null(s);
+    assert_int_equal(tg_catalog_snap_add(s, "m1", 2, TG_CATALOG_MODEL), 0);
+    assert_int_equal(tg_catalog_snap_add(s, "m1zz", 4, TG_CATALOG_MODEL), 0);
+    tg_catalog_snap_seal(s);
+    static const char id[] = "m1\0xxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    assert_false(tg_catalog_snap_has(s, id, sizeof(id) - 1));
+    assert_false(tg_catalog_snap_has(s, "m1\0", 3));
+    assert_false(tg_catalog_snap_has(s, "m1z", 3));
+    assert_true(tg_catalog_snap_has(s, "m1", 2));
+    assert_true(tg_catalog_snap_has(s, "m1zz", 4));
+    tg_catalog_snap_release(s);
+}
+
 static void test_bad_bodies(void **state)
 {
     tg_catalog_snap_t *s = tg_catalog_snap_new();
@@ -125,6 +143,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_models),
+        cmocka_unit_test(test_has_id_with_nul),
         cmocka_unit_test(test_bad_bodies),
         cmocka_unit_test(test_profile_pages),
         cmocka_unit_test(test_publish_keeps_readers),
