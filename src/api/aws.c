@@ -22,11 +22,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/internal.h"
 #include "aws/eventstream.h"
 #include "providers/bedrock.h"
 #include "providers/sagemaker.h"
+#include "usage/cost.h"
 
 enum { DOOR_BEDROCK, DOOR_SAGEMAKER };
 enum { FIN_PASSTHROUGH, FIN_ERROR, FIN_STREAM };
@@ -52,6 +54,7 @@ typedef struct {
     int aborted;
     int stopped;          /* stream processing ended (exception or malformed frame) */
     int holding;          /* bedrock: the usage frame arrived; later frames are held too */
+    int cut;              /* the stream broke off on our side: the client gets an exception */
     int fin;              /* FIN_* */
     int err_status;       /* FIN_ERROR: the answer */
     const char *err_code; /* tollgate's code for a gateway error, NULL for upstream's */
@@ -72,6 +75,7 @@ typedef struct {
     tg_header_t pass[MAX_PASS_HDRS]; /* upstream headers the client gets (arena copies) */
     size_t npass;
     char content_type[128];
+    const tg_model_route_t *mroute; /* the configured route, NULL for a catalogue id */
     tg_usage_event_t ev;
 } awscall_t;
 
@@ -177,10 +181,13 @@ static void on_committed(void *ud, int status)
         call_free(c);
         return;
     }
-    tg_header_t h[2 + MAX_PASS_HDRS];
+    tg_header_t h[3 + MAX_PASS_HDRS];
     switch (c->fin) {
     case FIN_PASSTHROUGH: {
+        char usd[32];
+        tg_usd_format(c->ev.cost_total, usd, sizeof(usd));
         size_t n = resp_headers(c, h, c->content_type[0] ? c->content_type : "application/json");
+        h[n++] = (tg_header_t){"x-tollgate-cost-usd", 19, usd, strlen(usd)};
         tg_api_log(w, req, c->route, c->status, c->ev.request_id, c->ev.key_id);
         tg_resp_send(req, c->status, h, n, c->body.data ? c->body.data : "", c->body.len);
         break;
@@ -191,6 +198,17 @@ static void on_committed(void *ud, int status)
         break;
     default:
         if (!c->aborted && c->hold.len) tg_resp_write(req, c->hold.data, c->hold.len);
+        if (!c->aborted && c->cut) { /* else an SDK takes a truncated answer for a whole one */
+            static const char m[] = "{\"message\":\"The model provider's stream broke off.\"}";
+            tg_buf_t f;
+            tg_buf_init(&f, 1024);
+            if (tg_es_encode_exception(&f,
+                                       c->door == DOOR_BEDROCK ? "internalServerException"
+                                                               : "InternalStreamFailure",
+                                       m, sizeof(m) - 1) == 0)
+                tg_resp_write(req, f.data, f.len);
+            tg_buf_free(&f);
+        }
         tg_api_log(w, req, c->route, c->ev.status, c->ev.request_id, c->ev.key_id);
         tg_resp_end(req);
         break;
@@ -203,8 +221,19 @@ static void on_committed(void *ud, int status)
 static void fill_tokens(awscall_t *c, const char *outcome)
 {
     tg_usage_event_t *ev = &c->ev;
-    if (strcmp(outcome, TG_OUTCOME_UPSTREAM_ERROR) == 0 || strcmp(outcome, TG_OUTCOME_FAILED) == 0)
-        return; /* nothing was generated: zero tokens */
+    if (strcmp(outcome, TG_OUTCOME_UPSTREAM_ERROR) == 0 ||
+        strcmp(outcome, TG_OUTCOME_FAILED) == 0) {
+        /* Bedrock counted (and bills) what its 2xx headers reported, even when
+         * the body then failed us (too large, broke off, timed out). */
+        if (c->door == DOOR_BEDROCK && c->bru.have) {
+            ev->input_tokens = c->bru.input;
+            ev->output_tokens = c->bru.output;
+            ev->cache_read_tokens = c->bru.cache_read;
+            ev->cache_write_tokens = c->bru.cache_write;
+            ev->token_source = TG_TOKENS_PROVIDER;
+        }
+        return; /* else nothing was generated: zero tokens */
+    }
     int64_t est_in = tg_estimate_tokens((int64_t)c->req->body_len);
     if (c->door == DOOR_BEDROCK) {
         if (c->bru.have) {
@@ -244,6 +273,7 @@ static void record(awscall_t *c, const char *outcome, int status)
     ev->status = status;
     ev->ended_ms = tg_wall_ms();
     ev->latency_us = (int64_t)((tg_now_ns() - c->req->start_ns) / 1000);
+    tg_api_price_event(c->w->gw->cfg->prices, c->mroute, c->door == DOOR_BEDROCK, ev);
     if (tg_writer_submit(c->w->gw->writer, ev, c->w->port, on_committed, c) != 0) {
         tg_error("ledger refused event %s; answering anyway", ev->id);
         on_committed(c, TG_EBUSY);
@@ -290,6 +320,23 @@ static void upstream_error(awscall_t *c)
         if (!tg_strcaseeq(c->pass[i].name, c->pass[i].name_len, "x-amzn-errortype", 16))
             c->pass[k++] = c->pass[i];
     c->npass = k;
+    /* The provider refused the gateway's own credentials: not the client's
+     * fault, and AWS's message may quote our signed headers. */
+    static const char *const auth_errors[] = {"UnrecognizedClientException",
+                                              "InvalidSignatureException",
+                                              "IncompleteSignatureException",
+                                              "ExpiredTokenException",
+                                              "InvalidClientTokenId",
+                                              "SignatureDoesNotMatch",
+                                              "MissingAuthenticationTokenException"};
+    for (size_t i = 0; i < sizeof(auth_errors) / sizeof(auth_errors[0]); i++) {
+        if (strcasecmp(c->err_name, auth_errors[i]) != 0) continue;
+        tg_warn("request %s: provider %s rejected the gateway's AWS credentials (%s)",
+                c->ev.request_id, c->ev.provider, c->err_name);
+        fail_with(c, 502, "upstream_auth_failed",
+                  "The model provider rejected the gateway's credentials.");
+        break;
+    }
 }
 
 static void upstream_over(awscall_t *c, int err)
@@ -298,6 +345,14 @@ static void upstream_over(awscall_t *c, int err)
     if (c->started) { /* a stream was under way: end it cleanly */
         c->fin = FIN_STREAM;
         if (!err && c->pending.len) err = TG_EUPSTREAM; /* cut inside a frame */
+        if (c->door == DOOR_SAGEMAKER) {
+            /* A last JSON line without its newline still counts; an event left
+             * half-read after whole ones means the container's stream broke off. */
+            size_t held = tg_sm_stream_finish(&c->sms);
+            if (!err && held && c->sms.events && !c->sms.err) err = TG_EUPSTREAM;
+            if (c->sms.error[0] && !c->stopped) c->stopped = 1; /* an in-band error event */
+        }
+        c->cut = err || c->stopped == 2;
         if (err)
             tg_warn("request %s: upstream stream broke off (%s)", c->ev.request_id,
                     tg_strerror(err));
@@ -426,7 +481,7 @@ static void frames(awscall_t *c, const char *p, size_t n)
         if (flen > MAX_FRAME) goto bad;
         int k = classify(c, f, flen);
         if (k < 0) goto bad;
-        if (k == 1) {
+        if (k == 1 || (k == 2 && c->holding)) { /* after the usage frame, in order */
             client_write(c, run, run_len), run = NULL, run_len = 0;
             if (tg_buf_append(&c->hold, f, flen)) goto bad;
         } else if (in_place && run && run + run_len == f) {
@@ -669,6 +724,7 @@ static void start_call(tg_wctx_t *w, tg_req_t *req, int door, int op, const tg_c
     c->op = op;
     c->stream = stream;
     c->provider = t->provider;
+    c->mroute = t->route;
     tg_buf_init(&c->url, 8192);
     tg_buf_init(&c->body, w->gw->cfg->max_response_bytes);
     tg_buf_init(&c->pending, MAX_FRAME);

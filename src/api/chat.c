@@ -17,6 +17,7 @@
 #include "api/internal.h"
 #include "providers/openai.h"
 #include "providers/sse.h"
+#include "usage/cost.h"
 
 enum { FIN_PASSTHROUGH, FIN_ERROR, FIN_STREAM };
 
@@ -74,20 +75,36 @@ static void on_committed(void *ud, int status)
         return;
     }
     switch (c->fin) {
-    case FIN_PASSTHROUGH:
-        tg_api_send(w, req, TG_ROUTE_CHAT, c->status,
-                    c->content_type[0] ? c->content_type : "application/json", c->ev.request_id,
-                    c->body.data ? c->body.data : "", c->body.len);
+    case FIN_PASSTHROUGH: {
+        const char *ct = c->content_type[0] ? c->content_type : "application/json";
+        char usd[32];
+        tg_usd_format(c->ev.cost_total, usd, sizeof(usd));
+        tg_header_t h[] = {
+            {"Content-Type", 12, ct, strlen(ct)},
+            {"x-request-id", 12, c->ev.request_id, strlen(c->ev.request_id)},
+            {"x-tollgate-cost-usd", 19, usd, strlen(usd)},
+        };
+        tg_api_log(w, req, TG_ROUTE_CHAT, c->status, c->ev.request_id, NULL);
+        tg_resp_send(req, c->status, h, 3, c->body.data ? c->body.data : "", c->body.len);
         break;
+    }
     case FIN_ERROR:
         tg_api_error(w, req, TG_ROUTE_CHAT, c->err_status, c->err_code, c->err_msg,
                      c->ev.request_id);
         break;
-    default:
-        if (c->saw_done) tg_resp_write(req, "data: [DONE]\n\n", 14);
+    default: {
+        /* The cost as an SSE comment (clients skip comments), then [DONE]. */
+        char tail[96] = ": x-tollgate-cost-usd=";
+        size_t n = strlen(tail);
+        int len = tg_usd_format(c->ev.cost_total, tail + n, sizeof(tail) - n);
+        n += len > 0 ? (size_t)len : 0;
+        n += (size_t)snprintf(tail + n, sizeof(tail) - n, "\n\n%s",
+                              c->saw_done ? "data: [DONE]\n\n" : "");
+        if (!c->aborted) tg_resp_write(req, tail, n);
         tg_api_log(w, req, TG_ROUTE_CHAT, c->ev.status, c->ev.request_id, c->ev.key_id);
         tg_resp_end(req);
         break;
+    }
     }
     chat_free(c);
 }
@@ -108,6 +125,7 @@ static void record(chat_t *c, const char *outcome, int status)
     ev->status = status;
     ev->ended_ms = tg_wall_ms();
     ev->latency_us = (int64_t)((tg_now_ns() - c->req->start_ns) / 1000);
+    tg_api_price_event(c->w->gw->cfg->prices, c->route, 0, ev);
     if (tg_writer_submit(c->w->gw->writer, ev, c->w->port, on_committed, c) != 0) {
         tg_error("ledger refused event %s; answering anyway", ev->id);
         on_committed(c, TG_EBUSY);

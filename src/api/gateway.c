@@ -6,6 +6,8 @@
  * loop, plus a view of the tenancy snapshot; nothing here takes a lock on the
  * request path. */
 #include "api/internal.h"
+#include "providers/bedrock.h"
+#include "usage/cost.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +30,25 @@ void tg_api_new_id(tg_wctx_t *w, char *out, size_t cap, const char *prefix)
     uint64_t n = w->id_next++;
     snprintf(out, cap, "%s%016llx%016llx", prefix, (unsigned long long)w->id_seed,
              (unsigned long long)mix64(n ^ w->id_seed));
+}
+
+/* ---- cost ---------------------------------------------------------------- */
+
+int tg_api_price_event(const tg_prices_t *book, const tg_model_route_t *route, int bedrock,
+                       tg_usage_event_t *ev)
+{
+    char rk[sizeof(((tg_price_t *)0)->model)] = "";
+    if (route && route->has_price) snprintf(rk, sizeof(rk), TG_PRICE_ROUTE "%s", route->id);
+    tg_br_model_t bm;
+    const char *base = NULL;
+    if (bedrock && tg_br_model_parse(ev->upstream_model, strlen(ev->upstream_model), &bm) == 0)
+        base = bm.base_model;
+    const char *keys[] = {rk, base, ev->upstream_model, ev->model};
+    int rc = tg_cost_event(book, keys, sizeof(keys) / sizeof(keys[0]), ev);
+    if (rc)
+        tg_error("event %s: cost of %s does not fit (%s); recorded unpriced", ev->id,
+                 ev->upstream_model, tg_strerror(rc));
+    return rc;
 }
 
 /* ---- responses ------------------------------------------------------------ */

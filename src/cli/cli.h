@@ -8,5 +8,7 @@
 
 /* tollgate sigv4: signs a raw HTTP/1.1 request read on stdin (cmd_sigv4.c). */
 int tg_cmd_sigv4(int argc, char **argv);
+/* tollgate prices show: the price book's effective prices (cmd_prices.c). */
+int tg_cmd_prices(int argc, char **argv);
 
 #endif

@@ -1,10 +1,11 @@
-/* main.c - the tollgate command line: serve, keys, usage, sigv4.
+/* main.c - the tollgate command line: serve, keys, usage, prices, sigv4.
  *
  *   tollgate serve --config FILE [--listen HOST:PORT]
  *   tollgate keys create --config FILE --team TEAM [--name NAME] [--expires-in SECONDS]
  *   tollgate keys list --config FILE [--json]
  *   tollgate keys revoke --config FILE ID_OR_PREFIX
  *   tollgate usage list --config FILE [--since UNIX_MS] [--until UNIX_MS]
+ *   tollgate prices show ... (cmd_prices.c; takes its own options)
  *   tollgate sigv4 ... (cmd_sigv4.c; takes its own options)
  *
  * The subcommands only parse arguments and call the modules; no logic of
@@ -20,6 +21,7 @@
 #include "api/api.h"
 #include "cli/cli.h"
 #include "upstream/upstream.h"
+#include "usage/cost.h"
 
 #define TG_VERSION "0.1.0"
 
@@ -30,6 +32,7 @@ static const char usage_text[] =
     "  tollgate keys list --config FILE [--json]\n"
     "  tollgate keys revoke --config FILE ID_OR_PREFIX\n"
     "  tollgate usage list --config FILE [--since UNIX_MS] [--until UNIX_MS]\n"
+    "  tollgate prices show --config FILE [--model M] [--region R] [--at TIME] [--all]\n"
     "  tollgate sigv4 --access-key-id ID --secret-access-key S --region R --service SVC\n"
     "                 --print canonical-request|string-to-sign|signature|signed-request < REQUEST\n"
     "  tollgate version\n";
@@ -343,8 +346,19 @@ static cJSON *event_json(const tg_usage_event_t *e)
     N(cache_write_tokens), N(images);
     cJSON_AddStringToObject(o, "token_source",
                             e->token_source == TG_TOKENS_ESTIMATED ? "estimated" : "provider");
-    N(cost_input), N(cost_output), N(cost_cache_read), N(cost_cache_write), N(cost_images);
-    N(cost_total), S(price_version), N(latency_us), N(ttfb_us);
+    /* Money: cost_* in picodollars as exact JSON integers (never through a
+     * double), and the same as exact decimal USD strings (input_usd, ...). */
+    char buf[32], usd[48];
+#define C(f)                                                                                       \
+    snprintf(buf, sizeof(buf), "%lld", (long long)e->f), cJSON_AddRawToObject(o, #f, buf),         \
+        snprintf(usd, sizeof(usd), "%s_usd", #f + 5), tg_usd_format(e->f, buf, sizeof(buf)),       \
+        cJSON_AddStringToObject(o, usd, buf)
+    C(cost_input), C(cost_output), C(cost_cache_read), C(cost_cache_write), C(cost_images);
+    C(cost_total);
+    S(price_version);
+    cJSON_AddBoolToObject(o, "unpriced", e->unpriced);
+    N(latency_us), N(ttfb_us);
+#undef C
 #undef S
 #undef N
     return o;
@@ -392,6 +406,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(argv[1], "sigv4") == 0) return tg_cmd_sigv4(argc - 2, argv + 2);
+    if (strcmp(argv[1], "prices") == 0) return tg_cmd_prices(argc - 2, argv + 2);
     if (parse_args(argc - 1, argv + 1, &a)) return 2;
     const char *cmd = a.npos ? a.pos[0] : "";
     if (strcmp(cmd, "serve") == 0) return cmd_serve(&a);

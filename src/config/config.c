@@ -558,6 +558,7 @@ static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, cons
                                          "target_variant",
                                          "custom_attributes",
                                          "format",
+                                         "price",
                                          NULL};
     int rc;
     char *prov = NULL, fp[256];
@@ -641,6 +642,7 @@ static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, cons
         (rc = get_uint(x, o, p, "created", 0, 1ull << 40, &created)))
         return rc;
     m->created = (int64_t)created;
+    m->has_price = cJSON_GetObjectItemCaseSensitive(o, "price") != NULL; /* checked with the book */
     for (tg_model_route_t *q = c->models; q < m; q++)
         if (strcmp(q->id, m->id) == 0) {
             snprintf(fp, sizeof(fp), "%s.id", p);
@@ -649,10 +651,79 @@ static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, cons
     return TG_OK;
 }
 
+/* The shipped book when "prices" is not set: beside an installed binary
+ * (BIN/../share/tollgate), in a source tree (bin/ or build/X/ beside data/),
+ * else data/prices.json under the working directory. NULL when none exists. */
+static char *default_prices_path(void)
+{
+    char exe[4096], *cand[4] = {NULL, NULL, NULL, NULL};
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    char *slash = n > 0 ? (exe[n] = '\0', strrchr(exe, '/')) : NULL;
+    if (slash) {
+        *slash = '\0';
+        if (asprintf(&cand[0], "%s/../share/tollgate/prices.json", exe) < 0) cand[0] = NULL;
+        if (asprintf(&cand[1], "%s/../data/prices.json", exe) < 0) cand[1] = NULL;
+        if (asprintf(&cand[2], "%s/../../data/prices.json", exe) < 0) cand[2] = NULL;
+    }
+    cand[3] = strdup("data/prices.json");
+    char *found = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (!found && cand[i] && access(cand[i], R_OK) == 0) {
+            found = realpath(cand[i], NULL); /* "bin/../data/x" reads better resolved */
+            if (!found) found = strdup(cand[i]);
+        }
+        free(cand[i]);
+    }
+    return found;
+}
+
+/* "prices", "price_overrides" and the routes' "price": loaded into one book. */
+static int parse_prices(tg_config_t *c, const cJSON *root, const cJSON *models, ctx_t *x)
+{
+    int rc = get_str(x, root, "config", "prices", 0, &c->prices_path);
+    if (rc) return rc;
+    if (c->prices_path && !c->prices_path[0]) return fail(x, "prices", "must not be empty");
+    const cJSON *ov = cJSON_GetObjectItemCaseSensitive(root, "price_overrides");
+    if (ov && !cJSON_IsArray(ov))
+        return fail(x, "price_overrides", "must be an array of file paths");
+    size_t no = ov ? (size_t)cJSON_GetArraySize(ov) : 0;
+    if (!(c->price_overrides = calloc(no + 1, sizeof(char *)))) return TG_ENOMEM;
+    for (const cJSON *it = ov ? ov->child : NULL; it; it = it->next) {
+        if (!cJSON_IsString(it) || !it->valuestring[0])
+            return fail(x, "price_overrides", "must be an array of file paths");
+        if (!(c->price_overrides[c->nprice_overrides++] = strdup(it->valuestring)))
+            return TG_ENOMEM;
+    }
+    if (!c->prices_path && !(c->prices_path = default_prices_path()))
+        tg_warn("no price book found (set \"prices\" in the config): every call is recorded "
+                "unpriced, at zero cost");
+    const char **files = calloc(no + 2, sizeof(char *));
+    tg_route_price_t *routes = calloc(c->nmodels + 1, sizeof(*routes));
+    char(*paths)[48] = calloc(c->nmodels + 1, sizeof(*paths));
+    size_t nf = 0, nr = 0;
+    if (!files || !routes || !paths) rc = TG_ENOMEM;
+    if (!rc && c->prices_path) files[nf++] = c->prices_path;
+    for (size_t i = 0; !rc && i < c->nprice_overrides; i++)
+        files[nf++] = c->price_overrides[i];
+    size_t i = 0;
+    for (const cJSON *it = models ? models->child : NULL; !rc && it && i < c->nmodels;
+         it = it->next, i++) {
+        const cJSON *pv = cJSON_GetObjectItemCaseSensitive(it, "price");
+        if (!pv) continue;
+        snprintf(paths[nr], sizeof(paths[nr]), "models[%zu].price", i);
+        routes[nr] = (tg_route_price_t){c->models[i].id, pv, paths[nr]};
+        nr++;
+    }
+    if (!rc) rc = tg_prices_load(&c->prices, files, nf, routes, nr, x->err, x->errcap);
+    free(files), free(routes), free(paths);
+    return rc;
+}
+
 static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
 {
-    static const char *const fields[] = {"listen", "workers", "log_level", "access_log", "store",
-                                         "http",   "ledger",  "providers", "models",     NULL};
+    static const char *const fields[] = {"listen", "workers", "log_level",       "access_log",
+                                         "store",  "http",    "ledger",          "providers",
+                                         "models", "prices",  "price_overrides", NULL};
     int rc;
     if ((rc = check_fields(x, root, "config", fields))) return rc;
     char *listen = NULL, *level = NULL;
@@ -735,6 +806,7 @@ static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
     for (i = 0; i < np; i++)
         cJSON_Delete(eps[i]);
     free(eps);
+    if (!rc) rc = parse_prices(c, root, models, x);
     return rc;
 }
 
@@ -834,6 +906,11 @@ void tg_config_free(tg_config_t *c)
         free(m->id), free(m->upstream_model), free(m->region), free(m->base_url), free(m->host);
         free(m->inference_component), free(m->target_variant), free(m->custom_attributes);
     }
+    for (size_t i = 0; i < c->nprice_overrides; i++)
+        free(c->price_overrides[i]);
+    free(c->price_overrides);
+    free(c->prices_path);
+    tg_prices_free(c->prices);
     free(c->providers);
     free(c->models);
     free(c->listen_host);

@@ -13,6 +13,7 @@
 
 #include "http/http.h"
 #include "store/store.h"
+#include "usage/prices.h"
 
 enum { TG_PROVIDER_OPENAI = 0, TG_PROVIDER_BEDROCK = 1, TG_PROVIDER_SAGEMAKER = 2 };
 enum { TG_AWS_AUTH_SIGV4 = 0, TG_AWS_AUTH_BEARER = 1 };
@@ -81,7 +82,8 @@ typedef struct {
     char *inference_component; /* sagemaker, NULL when unset */
     char *target_variant;
     char *custom_attributes;
-    int format; /* sagemaker: TG_SM_FORMAT_* */
+    int format;    /* sagemaker: TG_SM_FORMAT_* */
+    int has_price; /* the route carries its own price (book key TG_PRICE_ROUTE + id) */
 } tg_model_route_t;
 
 typedef struct {
@@ -98,6 +100,10 @@ typedef struct {
     size_t nproviders;
     tg_model_route_t *models;
     size_t nmodels;
+    char *prices_path;      /* the price book; NULL when none was found (all calls unpriced) */
+    char **price_overrides; /* merged on top of it, in order */
+    size_t nprice_overrides;
+    tg_prices_t *prices; /* the loaded book, with the routes' own prices */
 } tg_config_t;
 
 /* Loads and validates. On error returns TG_ECONFIG and writes a message naming

@@ -82,6 +82,8 @@ static const char *const migrations[] = {
     " ttfb_us INTEGER NOT NULL);"
     "CREATE INDEX usage_events_started ON usage_events(started_ms);"
     "CREATE INDEX usage_events_team_started ON usage_events(team, started_ms);",
+    /* 2: calls whose model (or a part of whose usage) had no price. */
+    "ALTER TABLE usage_events ADD COLUMN unpriced INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -56,6 +56,7 @@ const tg_store_field_t tg_store_usage_fields[] = {
     UFLD(cost_images, I64),
     UFLD(cost_total, I64),
     UFLD(price_version, TEXT),
+    UFLD(unpriced, INT),
     UFLD(latency_us, I64),
     UFLD(ttfb_us, I64),
 };
