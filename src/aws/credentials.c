@@ -84,37 +84,15 @@ void tg_aws_creds_release(tg_aws_creds_t *c)
 
 /* ---- pure helpers: time, scheduling ------------------------------------- */
 
-static int digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 int tg_aws_parse_iso8601(const char *s, int64_t *out_ms)
 {
     static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     int y, mo, d, h, mi, sec;
     if (!s || strlen(s) < 20) return TG_EINVAL;
-    if (digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
-        digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
-        digits(s + 11, 2, &h) || s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' ||
-        digits(s + 17, 2, &sec))
+    if (tg_parse_digits(s, 4, &y) || s[4] != '-' || tg_parse_digits(s + 5, 2, &mo) || s[7] != '-' ||
+        tg_parse_digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+        tg_parse_digits(s + 11, 2, &h) || s[13] != ':' || tg_parse_digits(s + 14, 2, &mi) ||
+        s[16] != ':' || tg_parse_digits(s + 17, 2, &sec))
         return TG_EINVAL;
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
@@ -136,10 +114,10 @@ int tg_aws_parse_iso8601(const char *s, int64_t *out_ms)
         int oh, om;
         int sign = *p == '-' ? -1 : 1;
         p++;
-        if (digits(p, 2, &oh)) return TG_EINVAL;
+        if (tg_parse_digits(p, 2, &oh)) return TG_EINVAL;
         p += 2;
         if (*p == ':') p++;
-        if (digits(p, 2, &om)) return TG_EINVAL;
+        if (tg_parse_digits(p, 2, &om)) return TG_EINVAL;
         p += 2;
         if (oh > 23 || om > 59) return TG_EINVAL;
         off_min = sign * (oh * 60 + om);
@@ -147,7 +125,7 @@ int tg_aws_parse_iso8601(const char *s, int64_t *out_ms)
         return TG_EINVAL; /* a zone is required: AWS always writes one */
     }
     if (*p) return TG_EINVAL;
-    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - off_min * 60;
+    int64_t secs = tg_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - off_min * 60;
     *out_ms = secs * 1000 + ms;
     return 0;
 }

@@ -79,6 +79,11 @@ int tg_random(void *out, size_t n);
 /* Writes prefix followed by 2*nbytes lowercase hex chars of randomness. */
 void tg_random_id(char *out, size_t cap, const char *prefix, size_t nbytes);
 void tg_hex(char *out, const uint8_t *in, size_t n); /* out has 2n+1 bytes */
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+ * algorithm), for parsing UTC dates without timegm or the TZ environment. */
+int64_t tg_days_from_civil(int64_t y, int m, int d);
+/* Parses exactly n ASCII digits into out; -1 when one is not a digit. */
+int tg_parse_digits(const char *s, int n, int *out);
 /* Formats unix ms as 2026-11-27T05:30:21.123Z into out (>= 25 bytes). */
 void tg_iso8601_ms(char *out, size_t cap, int64_t ms);
 

@@ -90,42 +90,20 @@ const char *tg_price_parse_decimal(const char *s, unsigned scale, int64_t *out)
     return NULL;
 }
 
-static int digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's). */
-static int64_t days_from_civil(int y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 int tg_price_parse_time(const char *s, int64_t *ms)
 {
     int y, mo, d, h = 0, mi = 0, se = 0;
     size_t n = s ? strlen(s) : 0;
-    if (n < 10 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
-        digits(s + 8, 2, &d))
+    if (n < 10 || tg_parse_digits(s, 4, &y) || s[4] != '-' || tg_parse_digits(s + 5, 2, &mo) ||
+        s[7] != '-' || tg_parse_digits(s + 8, 2, &d))
         return TG_EINVAL;
     if (n > 10) {
-        if (s[10] != 'T' || n < 17 || digits(s + 11, 2, &h) || s[13] != ':' ||
-            digits(s + 14, 2, &mi))
+        if (s[10] != 'T' || n < 17 || tg_parse_digits(s + 11, 2, &h) || s[13] != ':' ||
+            tg_parse_digits(s + 14, 2, &mi))
             return TG_EINVAL;
         size_t k = 16;
         if (s[k] == ':') {
-            if (n < 19 || digits(s + 17, 2, &se)) return TG_EINVAL;
+            if (n < 19 || tg_parse_digits(s + 17, 2, &se)) return TG_EINVAL;
             k = 19;
         }
         if (s[k] != 'Z' || k + 1 != n) return TG_EINVAL;
@@ -135,7 +113,7 @@ int tg_price_parse_time(const char *s, int64_t *ms)
     if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 ||
         mi > 59 || se > 59)
         return TG_EINVAL;
-    *ms = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60000 + (int64_t)se * 1000;
+    *ms = ((tg_days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60000 + (int64_t)se * 1000;
     return 0;
 }
 
