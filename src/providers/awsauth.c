@@ -32,8 +32,8 @@ int tg_awsauth_create(tg_awsauth_t **out, const tg_provider_t *p)
             snprintf(a->missing, sizeof(a->missing), "environment variable %s is not set",
                      p->bearer_token_env);
         else if (strpbrk(p->bearer_token, "\r\n")) /* it would add header lines of its own */
-            snprintf(a->missing, sizeof(a->missing),
-                     "environment variable %s holds a line break", p->bearer_token_env);
+            snprintf(a->missing, sizeof(a->missing), "environment variable %s holds a line break",
+                     p->bearer_token_env);
         else if (asprintf(&a->bearer_line, "Authorization: Bearer %s", p->bearer_token) < 0) {
             free(a);
             return TG_ENOMEM;
