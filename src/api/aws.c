@@ -63,9 +63,12 @@ typedef struct {
     int64_t text_bytes; /* generated text seen, for estimates */
     uint64_t up_start_ns;
     tg_buf_t url;
-    tg_buf_t body;    /* plain response or error body */
-    tg_buf_t pending; /* a frame split across reads */
-    tg_buf_t hold;    /* bedrock: frames held until the commit */
+    tg_buf_t body;               /* plain response or error body */
+    tg_es_decoder_t dec;         /* streams: frames as they complete */
+    const char *feed, *feed_end; /* the upstream bytes being fed */
+    const char *run;             /* frames of them not yet written, forwarded in one write */
+    size_t run_len;
+    tg_buf_t hold; /* bedrock: frames held until the commit */
     tg_br_usage_t bru;
     tg_sm_stream_t sms;
     tg_sm_usage_t smu;
@@ -83,7 +86,7 @@ static void call_free(awscall_t *c)
 {
     tg_buf_free(&c->url);
     tg_buf_free(&c->body);
-    tg_buf_free(&c->pending);
+    tg_es_decoder_free(&c->dec);
     tg_buf_free(&c->hold);
     tg_buf_free(&c->whole);
     if (c->door == DOOR_SAGEMAKER) tg_sm_stream_free(&c->sms);
@@ -269,15 +272,8 @@ static void record(awscall_t *c, const char *outcome, int status)
     c->recorded = 1;
     tg_usage_event_t *ev = &c->ev;
     fill_tokens(c, outcome);
-    snprintf(ev->outcome, sizeof(ev->outcome), "%s", outcome);
-    ev->status = status;
-    ev->ended_ms = tg_wall_ms();
-    ev->latency_us = (int64_t)((tg_now_ns() - c->req->start_ns) / 1000);
-    tg_api_price_event(c->w->gw->cfg->prices, c->mroute, c->door == DOOR_BEDROCK, ev);
-    if (tg_writer_submit(c->w->gw->writer, ev, c->w->port, on_committed, c) != 0) {
-        tg_error("ledger refused event %s; answering anyway", ev->id);
-        on_committed(c, TG_EBUSY);
-    }
+    tg_api_submit_event(c->w, c->req, ev, outcome, status, c->mroute, c->door == DOOR_BEDROCK,
+                        on_committed, c);
 }
 
 static void upstream_gone(awscall_t *c)
@@ -344,7 +340,7 @@ static void upstream_over(awscall_t *c, int err)
     upstream_gone(c);
     if (c->started) { /* a stream was under way: end it cleanly */
         c->fin = FIN_STREAM;
-        if (!err && c->pending.len) err = TG_EUPSTREAM; /* cut inside a frame */
+        if (!err && c->dec.buf.len) err = TG_EUPSTREAM; /* cut inside a frame */
         if (c->door == DOOR_SAGEMAKER) {
             /* A last JSON line without its newline still counts; an event left
              * half-read after whole ones means the container's stream broke off. */
@@ -391,32 +387,19 @@ static void upstream_over(awscall_t *c, int err)
 
 /* ---- event-stream frames --------------------------------------------------------- */
 
-static uint32_t be32(const char *p)
-{
-    const unsigned char *u = (const unsigned char *)p;
-    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
-}
-
 static void client_write(awscall_t *c, const char *p, size_t n)
 {
     if (n && tg_resp_write(c->req, p, n) == 1) c->paused = 1;
 }
 
 /* Classifies one whole frame. Returns 0 to forward it, 1 to hold it, 2 to
- * forward it and stop (an exception), -1 when it is malformed. */
-static int classify(awscall_t *c, const char *f, size_t n)
+ * forward it and stop (an exception), -1 when it is unreadable. */
+static int classify(awscall_t *c, const tg_es_message_t *m)
 {
-    tg_es_message_t m;
-    char why[96] = "";
-    if (tg_es_decode_one(f, n, &m, why, sizeof(why))) {
-        tg_warn("request %s: malformed event-stream frame from upstream (%s)", c->ev.request_id,
-                why);
-        return -1;
-    }
     if (c->door == DOOR_BEDROCK) {
         tg_br_event_t ev;
         memset(&ev, 0, sizeof(ev));
-        if (tg_br_stream_event(c->op, &m, &ev, &c->bru)) {
+        if (tg_br_stream_event(c->op, m, &ev, &c->bru)) {
             tg_warn("request %s: unreadable Bedrock stream event", c->ev.request_id);
             return -1;
         }
@@ -433,7 +416,7 @@ static int classify(awscall_t *c, const char *f, size_t n)
     size_t plen = 0;
     int st = 0;
     char code[64], msg[256];
-    int rc = tg_sm_stream_message(&m, &payload, &plen, &st, code, sizeof(code), msg, sizeof(msg));
+    int rc = tg_sm_stream_message(m, &payload, &plen, &st, code, sizeof(code), msg, sizeof(msg));
     if (rc < 0) {
         tg_warn("request %s: unreadable SageMaker stream event", c->ev.request_id);
         return -1;
@@ -453,57 +436,54 @@ static int classify(awscall_t *c, const char *f, size_t n)
     return 0;
 }
 
-/* Splits the bytes into frames (a frame split across reads is gathered in
- * pending; whole frames are classified in place) and forwards them,
- * coalescing consecutive frames of one read into one write. */
+static void flush_run(awscall_t *c)
+{
+    client_write(c, c->run, c->run_len);
+    c->run = NULL;
+    c->run_len = 0;
+}
+
+enum { FRAME_STOP = 1, FRAME_BAD = 2 }; /* on_frame's stops, apart from the decoder's errors */
+
+/* One verified frame from the decoder: forwarded, held, or the end. Frames
+ * that lie in the bytes being fed are gathered into one write; one the
+ * decoder assembled across reads is written at once (its buffer is reused). */
+static int on_frame(const tg_es_message_t *m, void *ud)
+{
+    awscall_t *c = ud;
+    int k = classify(c, m);
+    if (k < 0) return FRAME_BAD;
+    if (k == 1 || (k == 2 && c->holding)) { /* after the usage frame, in order */
+        flush_run(c);
+        if (tg_buf_append(&c->hold, m->raw, m->raw_len)) return FRAME_BAD;
+    } else if (m->raw >= c->feed && m->raw < c->feed_end) {
+        if (c->run && c->run + c->run_len != m->raw) flush_run(c);
+        if (!c->run) c->run = m->raw;
+        c->run_len += m->raw_len;
+    } else {
+        flush_run(c);
+        client_write(c, m->raw, m->raw_len);
+    }
+    return k == 2 ? FRAME_STOP : 0;
+}
+
+/* Feeds upstream bytes to the frame decoder and forwards what it yields. */
 static void frames(awscall_t *c, const char *p, size_t n)
 {
-    const char *run = NULL;
-    size_t run_len = 0;
-    while (n && !c->stopped) {
-        const char *f;
-        size_t flen;
-        int in_place = 0;
-        if (!c->pending.len && n >= 4 && n >= be32(p) && be32(p) >= 16) {
-            f = p, flen = be32(p), in_place = 1;
-        } else {
-            size_t have = c->pending.len;
-            size_t want = have < 4 ? 4 - have : be32(c->pending.data) - have;
-            size_t take = want < n ? want : n;
-            if (tg_buf_append(&c->pending, p, take)) goto bad; /* only when over the bound */
-            p += take, n -= take;
-            if (c->pending.len < 4) continue;
-            uint32_t total = be32(c->pending.data);
-            if (total < 16 || total > MAX_FRAME) goto bad;
-            if (c->pending.len < total) continue;
-            f = c->pending.data, flen = total;
-        }
-        if (flen > MAX_FRAME) goto bad;
-        int k = classify(c, f, flen);
-        if (k < 0) goto bad;
-        if (k == 1 || (k == 2 && c->holding)) { /* after the usage frame, in order */
-            client_write(c, run, run_len), run = NULL, run_len = 0;
-            if (tg_buf_append(&c->hold, f, flen)) goto bad;
-        } else if (in_place && run && run + run_len == f) {
-            run_len += flen;
-        } else {
-            client_write(c, run, run_len), run = NULL, run_len = 0;
-            if (in_place)
-                run = f, run_len = flen;
-            else
-                client_write(c, f, flen);
-        }
-        if (in_place)
-            p += flen, n -= flen;
-        else
-            tg_buf_reset(&c->pending);
-        if (k == 2) c->stopped = 1;
+    if (c->stopped) return;
+    c->feed = p;
+    c->feed_end = p + n;
+    int rc = tg_es_decoder_feed(&c->dec, p, n);
+    flush_run(c);
+    c->feed = c->feed_end = NULL;
+    if (rc == FRAME_STOP) {
+        c->stopped = 1;
+    } else if (rc) {
+        if (rc != FRAME_BAD)
+            tg_warn("request %s: malformed event-stream frame from upstream (%s)", c->ev.request_id,
+                    c->dec.errmsg);
+        c->stopped = 2;
     }
-    client_write(c, run, run_len);
-    return;
-bad:
-    client_write(c, run, run_len);
-    c->stopped = 2;
 }
 
 /* ---- upstream callbacks -------------------------------------------------------------- */
@@ -727,7 +707,7 @@ static void start_call(tg_wctx_t *w, tg_req_t *req, int door, int op, const tg_c
     c->mroute = t->route;
     tg_buf_init(&c->url, 8192);
     tg_buf_init(&c->body, w->gw->cfg->max_response_bytes);
-    tg_buf_init(&c->pending, MAX_FRAME);
+    tg_es_decoder_init(&c->dec, MAX_FRAME, on_frame, c);
     tg_buf_init(&c->hold, MAX_FRAME);
     tg_buf_init(&c->whole, 1 << 20);
     if (door == DOOR_SAGEMAKER) tg_sm_stream_init(&c->sms, 1 << 20);

@@ -161,6 +161,8 @@ static int decode_frame(const uint8_t *p, uint32_t total, tg_es_message_t *m, ch
     if (rc) return rc;
     m->payload = (const char *)p + PRELUDE_LEN + hlen;
     m->payload_len = total - MIN_MESSAGE - hlen;
+    m->raw = (const char *)p;
+    m->raw_len = total;
     return 0;
 }
 

@@ -47,6 +47,8 @@ typedef struct {
     size_t nheaders;
     const char *payload;
     size_t payload_len;
+    const char *raw; /* the whole encoded message, for forwarding it unchanged */
+    size_t raw_len;
 } tg_es_message_t;
 
 /* Pointers in m are valid only during the callback (they point into the fed
