@@ -33,6 +33,7 @@
 #include "aws/credentials.h"
 #include "aws/sigv4.h"
 #include "core/core.h"
+#include "upstream/fetch.h"
 
 #define BODY_MAX       (64 * 1024)   /* any HTTP response */
 #define FILE_MAX       (1024 * 1024) /* a shared config or credentials file */
@@ -472,89 +473,12 @@ static const char *env(const char *name)
     return v && *v ? v : NULL;
 }
 
-static size_t on_write(char *p, size_t size, size_t n, void *ud)
-{
-    return tg_buf_append(ud, p, size * n) == 0 ? size * n : 0;
-}
-
-typedef struct {
-    const char *method; /* "GET", "PUT", "POST" */
-    const char *url;
-    struct curl_slist *headers;
-    const char *body; /* POST/PUT body, may be NULL */
-    size_t body_len;
-    int direct; /* no proxy: link-local and loopback endpoints */
-} fetch_t;
-
-/* Performs f; the response body lands in out (bounded). On failure why says
- * what went wrong in words, without the URL (the caller names it). */
-static int http_fetch(res_t *r, const fetch_t *f, long *status, tg_buf_t *out, char *why,
+/* Performs f with the link's timeout; see tg_fetch. */
+static int http_fetch(res_t *r, tg_fetch_t *f, long *status, tg_buf_t *out, char *why,
                       size_t whycap)
 {
-    char cerr[CURL_ERROR_SIZE] = "";
-    CURL *e = curl_easy_init();
-    if (!e) return snprintf(why, whycap, "out of memory"), TG_ENOMEM;
-    curl_easy_setopt(e, CURLOPT_URL, f->url);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)r->o->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)r->o->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, cerr);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->headers);
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-#endif
-    if (f->direct) curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
-    if (strcmp(f->method, "GET") != 0) {
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, f->body ? f->body : "");
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)(f->body ? f->body_len : 0));
-        if (strcmp(f->method, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, f->method);
-    }
-    int rc = 0;
-    CURLcode res = CURLE_OK;
-    if (curl_multi_add_handle(r->multi, e) != CURLM_OK) {
-        curl_easy_cleanup(e);
-        return snprintf(why, whycap, "curl_multi_add_handle failed"), TG_ENOMEM;
-    }
-    for (int running = 1; running;) {
-        if (curl_multi_perform(r->multi, &running) != CURLM_OK) {
-            rc = TG_EIO;
-            break;
-        }
-        if (r->stop && atomic_load(r->stop)) {
-            rc = TG_ECANCELED;
-            break;
-        }
-        if (running) curl_multi_poll(r->multi, NULL, 0, 1000, NULL);
-    }
-    int msgs;
-    for (CURLMsg *m; (m = curl_multi_info_read(r->multi, &msgs));)
-        if (m->msg == CURLMSG_DONE && m->easy_handle == e) res = m->data.result;
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
-    curl_multi_remove_handle(r->multi, e);
-    curl_easy_cleanup(e);
-    if (rc == TG_ECANCELED) return snprintf(why, whycap, "stopped"), rc;
-    if (rc) return snprintf(why, whycap, "curl multi error"), rc;
-    switch (res) {
-    case CURLE_OK:
-        return 0;
-    case CURLE_WRITE_ERROR:
-        snprintf(why, whycap, "response larger than %d bytes", BODY_MAX);
-        return TG_ETOOBIG;
-    case CURLE_OPERATION_TIMEDOUT:
-        snprintf(why, whycap, "timed out after %" PRIu32 " ms", r->o->timeout_ms);
-        return TG_ETIMEDOUT;
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-        snprintf(why, whycap, "%s", *cerr ? cerr : curl_easy_strerror(res));
-        return TG_ECONNECT;
-    default:
-        snprintf(why, whycap, "%s", *cerr ? cerr : curl_easy_strerror(res));
-        return TG_EUPSTREAM;
-    }
+    f->timeout_ms = r->o->timeout_ms;
+    return tg_fetch(r->multi, r->stop, f, status, out, why, whycap);
 }
 
 /* Appends a formatted header line to *h (curl copies it; headers_free wipes
@@ -745,7 +669,8 @@ static int sts_call(res_t *r, const char *what, const tg_buf_t *form, const tg_a
         long status = 0;
         tg_buf_t body;
         tg_buf_init(&body, BODY_MAX);
-        fetch_t f = {"POST", url, h, form->data, form->len, 0};
+        tg_fetch_t f = {
+            .method = "POST", .url = url, .headers = h, .body = form->data, .body_len = form->len};
         rc = http_fetch(r, &f, &status, &body, why, sizeof(why));
         if (rc) {
             rc = fail(r, rc, "%s at %s: %s", what, url, why);
@@ -898,7 +823,7 @@ static int link_container(res_t *r, tg_aws_creds_t **out)
         char why[CURL_ERROR_SIZE + 64];
         tg_buf_t body;
         tg_buf_init(&body, BODY_MAX);
-        fetch_t f = {"GET", url, h, NULL, 0, 1};
+        tg_fetch_t f = {.method = "GET", .url = url, .headers = h, .direct = 1};
         rc = http_fetch(r, &f, &status, &body, why, sizeof(why));
         if (rc) {
             rc = fail(r, rc, "container: GET %s: %s", url, why);
@@ -937,7 +862,7 @@ static int imds_fetch(res_t *r, const char *method, const char *url, struct curl
     char why[CURL_ERROR_SIZE + 64];
     long status = 0;
     tg_buf_reset(body);
-    fetch_t f = {method, url, h, NULL, 0, 1};
+    tg_fetch_t f = {.method = method, .url = url, .headers = h, .direct = 1};
     int rc = http_fetch(r, &f, &status, body, why, sizeof(why));
     if (rc) return fail(r, rc, "imds: %s %s: %s", method, url, why);
     if (status == 200) return 0;

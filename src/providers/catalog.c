@@ -8,6 +8,7 @@
 #include "providers/catalog.h"
 
 #include "providers/bedrock.h"
+#include "upstream/fetch.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -155,6 +156,7 @@ struct tg_catalog {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     _Atomic int stop;
+    CURLM *multi; /* the thread's fetches; destroy wakes it */
     int running;
     pthread_t thread;
     tg_catalog_snap_t *cur;
@@ -179,6 +181,10 @@ int tg_catalog_create(tg_catalog_t **out, const tg_provider_t *p, tg_awsauth_t *
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&c->cv, &ca);
     pthread_condattr_destroy(&ca);
+    if (!(c->multi = curl_multi_init())) {
+        tg_catalog_destroy(c);
+        return TG_ENOMEM;
+    }
     *out = c;
     return TG_OK;
 }
@@ -200,17 +206,6 @@ void tg_catalog_publish(tg_catalog_t *c, tg_catalog_snap_t *s)
     c->cur = s;
     pthread_mutex_unlock(&c->mu);
     tg_catalog_snap_release(old);
-}
-
-/* Lets destroy() cut a fetch short instead of waiting out its timeout. */
-static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
-{
-    return atomic_load(&((tg_catalog_t *)ud)->stop) ? 1 : 0;
-}
-
-static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
-{
-    return tg_buf_append(ud, p, size * nmemb) == 0 ? size * nmemb : 0;
 }
 
 /* One signed GET on the control plane. Returns 0 with the body in b on 200. */
@@ -248,28 +243,20 @@ static int get(tg_catalog_t *c, const char *path, const char *query, tg_buf_t *b
     for (size_t i = 0; i < so.n; i++)
         hl = curl_slist_append(hl, so.lines[i]);
     hl = curl_slist_append(hl, "Accept: application/json");
-    CURL *e = curl_easy_init();
     long status = 0;
     tg_buf_reset(b);
-    if (!e || !hl) {
+    if (!hl) {
         rc = TG_ENOMEM;
     } else {
-        curl_easy_setopt(e, CURLOPT_URL, url);
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)b);
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->p->connect_timeout_ms);
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 30000L);
-        curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
-        curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
-        curl_easy_setopt(e, CURLOPT_XFERINFODATA, (void *)c);
-        CURLcode cc = curl_easy_perform(e);
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-        if (cc != CURLE_OK) {
-            snprintf(err, errcap, "GET %s: %s", path, curl_easy_strerror(cc));
-            rc = TG_EUPSTREAM;
+        char why[CURL_ERROR_SIZE + 64];
+        tg_fetch_t q = {.method = "GET",
+                        .url = url,
+                        .headers = hl,
+                        .timeout_ms = 30000,
+                        .connect_timeout_ms = c->p->connect_timeout_ms};
+        rc = tg_fetch(c->multi, &c->stop, &q, &status, b, why, sizeof(why));
+        if (rc) {
+            snprintf(err, errcap, "GET %s: %.200s", path, why);
         } else if (status != 200) {
             char msg[160];
             tg_aws_error_message(b->data ? b->data : "", b->len, msg, sizeof(msg));
@@ -277,7 +264,6 @@ static int get(tg_catalog_t *c, const char *path, const char *query, tg_buf_t *b
             rc = TG_EUPSTREAM;
         }
     }
-    if (e) curl_easy_cleanup(e);
     curl_slist_free_all(hl);
     tg_arena_free(&arena);
     return rc;
@@ -367,8 +353,10 @@ void tg_catalog_destroy(tg_catalog_t *c)
         c->stop = 1;
         pthread_cond_broadcast(&c->cv);
         pthread_mutex_unlock(&c->mu);
-        pthread_join(c->thread, NULL); /* a fetch in flight finishes first (bounded) */
+        curl_multi_wakeup(c->multi); /* cuts a fetch in flight short */
+        pthread_join(c->thread, NULL);
     }
+    if (c->multi) curl_multi_cleanup(c->multi);
     tg_catalog_snap_release(c->cur);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
