@@ -121,15 +121,7 @@ static void record(chat_t *c, const char *outcome, int status)
         ev->output_tokens = c->chunks_out;
         ev->token_source = TG_TOKENS_ESTIMATED;
     }
-    snprintf(ev->outcome, sizeof(ev->outcome), "%s", outcome);
-    ev->status = status;
-    ev->ended_ms = tg_wall_ms();
-    ev->latency_us = (int64_t)((tg_now_ns() - c->req->start_ns) / 1000);
-    tg_api_price_event(c->w->gw->cfg->prices, c->route, 0, ev);
-    if (tg_writer_submit(c->w->gw->writer, ev, c->w->port, on_committed, c) != 0) {
-        tg_error("ledger refused event %s; answering anyway", ev->id);
-        on_committed(c, TG_EBUSY);
-    }
+    tg_api_submit_event(c->w, c->req, ev, outcome, status, c->route, 0, on_committed, c);
 }
 
 /* The upstream call is over (done, failed, or canceled by us). */

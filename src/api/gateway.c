@@ -34,6 +34,21 @@ void tg_api_new_id(tg_wctx_t *w, char *out, size_t cap, const char *prefix)
 
 /* ---- cost ---------------------------------------------------------------- */
 
+void tg_api_submit_event(tg_wctx_t *w, tg_req_t *req, tg_usage_event_t *ev, const char *outcome,
+                         int status, const tg_model_route_t *route, int bedrock,
+                         tg_writer_done_fn done, void *ud)
+{
+    snprintf(ev->outcome, sizeof(ev->outcome), "%s", outcome);
+    ev->status = status;
+    ev->ended_ms = tg_wall_ms();
+    ev->latency_us = (int64_t)((tg_now_ns() - req->start_ns) / 1000);
+    tg_api_price_event(w->gw->cfg->prices, route, bedrock, ev);
+    if (tg_writer_submit(w->gw->writer, ev, w->port, done, ud) != 0) {
+        tg_error("ledger refused event %s; answering anyway", ev->id);
+        done(ud, TG_EBUSY);
+    }
+}
+
 int tg_api_price_event(const tg_prices_t *book, const tg_model_route_t *route, int bedrock,
                        tg_usage_event_t *ev)
 {

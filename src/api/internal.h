@@ -63,6 +63,13 @@ void tg_api_log(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *
  * at ev->started_ms. Unpriced calls cost 0 and are flagged. */
 int tg_api_price_event(const tg_prices_t *book, const tg_model_route_t *route, int bedrock,
                        tg_usage_event_t *ev);
+/* Finishes ev (outcome, status, end time, latency from req's start, cost as
+ * tg_api_price_event) and hands it to the ledger writer; done runs once it is
+ * durable, or at once when the writer refused it (logged: the client is
+ * answered anyway). */
+void tg_api_submit_event(tg_wctx_t *w, tg_req_t *req, tg_usage_event_t *ev, const char *outcome,
+                         int status, const tg_model_route_t *route, int bedrock,
+                         tg_writer_done_fn done, void *ud);
 /* Writes a fresh id: prefix + 32 hex characters. */
 void tg_api_new_id(tg_wctx_t *w, char *out, size_t cap, const char *prefix);
 

@@ -452,15 +452,11 @@ void tg_sigv4_amz_date(char *out, time_t t)
     memcpy(o, "Z", 2);
 }
 
-/* Reads exactly n digits. */
+/* Reads exactly n digits, advancing *s. */
 static int digits(const char **s, int n, int *out)
 {
-    int v = 0;
-    for (int i = 0; i < n; i++, (*s)++) {
-        if (**s < '0' || **s > '9') return -1;
-        v = v * 10 + (**s - '0');
-    }
-    *out = v;
+    if (tg_parse_digits(*s, n, out)) return -1;
+    *s += n;
     return 0;
 }
 

@@ -810,28 +810,12 @@ static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
     return rc;
 }
 
-static char *slurp(const char *path, size_t max, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = malloc(max + 1);
-    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
-    fclose(f);
-    if (!buf || n > max) {
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
 int tg_config_load(tg_config_t **out, const char *path, char *err, size_t errcap)
 {
     ctx_t x = {err, errcap};
     *out = NULL;
     size_t len;
-    char *text = slurp(path, 4 << 20, &len);
+    char *text = tg_read_file(path, 4 << 20, &len);
     if (!text) {
         snprintf(err, errcap, "%s: cannot read (%s)", path, strerror(errno ? errno : EFBIG));
         return TG_ECONFIG;

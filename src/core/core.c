@@ -356,3 +356,21 @@ int tg_parse_digits(const char *s, int n, int *out)
     *out = v;
     return 0;
 }
+
+char *tg_read_file(const char *path, size_t max, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = malloc(max + 1);
+    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
+    fclose(f);
+    if (!buf || n > max) {
+        int e = buf ? EFBIG : ENOMEM;
+        free(buf);
+        errno = e;
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}

@@ -57,6 +57,10 @@ void tg_buf_free(tg_buf_t *b);
 /* Appends s as a JSON string literal (with quotes and escapes). */
 int tg_buf_json_str(tg_buf_t *b, const char *s, size_t n);
 
+/* Reads a whole file into a new NUL-terminated buffer (free it), at most max
+ * bytes: NULL with errno set when it cannot be read, EFBIG when larger. */
+char *tg_read_file(const char *path, size_t max, size_t *len);
+
 /* ---- arena: request-scoped memory freed all at once -------------------- */
 
 typedef struct tg_arena_chunk tg_arena_chunk_t;

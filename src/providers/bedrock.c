@@ -15,6 +15,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "aws/sigv4.h"
+
 #define ID_MAX    2048               /* the API's own limit on modelId */
 #define COUNT_MAX 9007199254740991LL /* 2^53 - 1: every integer up to it is exact in a double */
 
@@ -112,36 +114,6 @@ void tg_aws_text_copy(char *dst, size_t cap, const char *src, size_t n)
         i += len;
     }
     dst[w] = '\0';
-}
-
-static int unreserved(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.' || c == '~';
-}
-
-int tg_aws_uri_encode(tg_buf_t *out, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t need = 0;
-    for (size_t i = 0; i < n; i++)
-        need += unreserved((unsigned char)s[i]) ? 1 : 3;
-    int rc = tg_buf_reserve(out, need);
-    if (rc) return rc;
-    char *w = out->data + out->len;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (unreserved(c)) {
-            *w++ = (char)c;
-        } else {
-            *w++ = '%';
-            *w++ = hex[c >> 4];
-            *w++ = hex[c & 15];
-        }
-    }
-    out->len += need;
-    out->data[out->len] = '\0';
-    return 0;
 }
 
 static int json_ws(char c)
@@ -428,7 +400,7 @@ int tg_br_path(tg_buf_t *out, const char *model_id, size_t n, tg_br_op_t op)
     if (!op_valid(op) || !model_id || n == 0) return TG_EINVAL;
     size_t mark = out->len;
     int rc = tg_buf_appends(out, "/model/");
-    if (!rc) rc = tg_aws_uri_encode(out, model_id, n);
+    if (!rc) rc = tg_sigv4_uri_encode(out, model_id, n, 0);
     if (!rc) rc = tg_buf_append(out, "/", 1);
     if (!rc) rc = tg_buf_appends(out, ops[op].path);
     if (rc && out->data) {

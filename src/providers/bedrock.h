@@ -79,7 +79,7 @@ typedef struct {
 int tg_br_model_parse(const char *id, size_t n, tg_br_model_t *out);
 
 /* Appends "/model/<id percent-encoded>/<op>" to out: ':' and '/' in the id
- * are encoded ("%3A", "%2F") as the AWS SDKs send them (tg_aws_uri_encode).
+ * are encoded ("%3A", "%2F") as the AWS SDKs send them (tg_sigv4_uri_encode).
  * This is the path on the wire; SigV4's canonical URI encodes it once more.
  * TG_EINVAL for an empty id or an op outside the enum, TG_ETOOBIG / TG_ENOMEM;
  * on error out is unchanged. */
@@ -162,10 +162,6 @@ void tg_aws_error_message(const char *body, size_t len, char *msg, size_t cap);
  * logs: control characters (C0, DEL, C1) dropped, invalid UTF-8 bytes become
  * '?', truncated at a character boundary; always NUL-terminated. */
 void tg_aws_text_copy(char *dst, size_t cap, const char *src, size_t n);
-/* Appends s percent-encoded as the AWS SDKs encode a path label
- * (extendedEncodeURIComponent): all but A-Z a-z 0-9 - _ . ~ become %XX
- * (upper-case hex). On error out is unchanged. */
-int tg_aws_uri_encode(tg_buf_t *out, const char *s, size_t n);
 /* Parses exactly p[0..n) as one JSON value (white space around it allowed);
  * NULL when it is not. The caller frees with cJSON_Delete. */
 cJSON *tg_aws_json_parse(const char *p, size_t n);

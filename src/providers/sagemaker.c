@@ -14,6 +14,7 @@
 
 #include <string.h>
 
+#include "aws/sigv4.h"
 #include "providers/bedrock.h"
 
 #define COUNT_MAX (((int64_t)1 << 53) - 1) /* as tg_aws_json_count */
@@ -66,7 +67,7 @@ int tg_sm_path(tg_buf_t *out, const char *endpoint, size_t n, tg_sm_op_t op)
     if (!op_valid(op) || !endpoint || n == 0) return TG_EINVAL;
     size_t mark = out->len;
     int rc = tg_buf_appends(out, "/endpoints/");
-    if (!rc) rc = tg_aws_uri_encode(out, endpoint, n);
+    if (!rc) rc = tg_sigv4_uri_encode(out, endpoint, n, 0);
     if (!rc) rc = tg_buf_append(out, "/", 1);
     if (!rc) rc = tg_buf_appends(out, ops[op].path);
     if (rc && out->data) {

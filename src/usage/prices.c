@@ -288,28 +288,11 @@ static int parse_entry(loader_t *L, const cJSON *e, const char *where, const cha
     return 0;
 }
 
-static char *slurp(const char *path, size_t max, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = malloc(max + 1);
-    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
-    fclose(f);
-    if (!buf || n > max) {
-        free(buf);
-        errno = EFBIG;
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
 static int load_file(loader_t *L, const char *path, size_t fi)
 {
     size_t len = 0;
     errno = 0;
-    char *text = slurp(path, MAX_BOOK_FILE, &len);
+    char *text = tg_read_file(path, MAX_BOOK_FILE, &len);
     if (!text) return failf(L, "%s: cannot read (%s)", path, strerror(errno ? errno : EIO));
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
