@@ -481,31 +481,9 @@ static int http_fetch(res_t *r, tg_fetch_t *f, long *status, tg_buf_t *out, char
     return tg_fetch(r->multi, r->stop, f, status, out, why, whycap);
 }
 
-/* Appends a formatted header line to *h (curl copies it; headers_free wipes
- * the copies, which may hold tokens). */
-static int header_add(struct curl_slist **h, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int header_add(struct curl_slist **h, const char *fmt, ...)
-{
-    tg_buf_t b;
-    tg_buf_init(&b, TOKEN_FILE_MAX + 256);
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = tg_buf_vprintf(&b, fmt, ap);
-    va_end(ap);
-    struct curl_slist *n = rc == 0 ? curl_slist_append(*h, b.data) : NULL;
-    buf_wipe_free(&b);
-    if (!n) return rc ? rc : TG_ENOMEM;
-    *h = n;
-    return 0;
-}
-
-static void headers_free(struct curl_slist *h)
-{
-    for (struct curl_slist *s = h; s; s = s->next)
-        explicit_bzero(s->data, strlen(s->data));
-    curl_slist_free_all(h);
-}
+/* Header lines may carry a token read from a file. */
+#define header_add(h, ...) tg_fetch_header(h, TOKEN_FILE_MAX + 256, __VA_ARGS__)
+#define headers_free       tg_fetch_headers_free
 
 static int read_file(const char *path, size_t max, tg_buf_t *out, char *why, size_t whycap)
 {

@@ -2,12 +2,15 @@
 #include "core/core.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 const char *tg_strerror(int err)
 {
@@ -355,6 +358,81 @@ int tg_parse_digits(const char *s, int n, int *out)
     }
     *out = v;
     return 0;
+}
+
+int tg_mkdirs(const char *dir, unsigned mode)
+{
+    size_t len = strlen(dir);
+    if (len == 0) return TG_EINVAL;
+    char *d = malloc(len + 1);
+    if (!d) return TG_ENOMEM;
+    memcpy(d, dir, len + 1);
+    int err = 0;
+    for (char *p = d + 1; !err; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        char c = *p;
+        *p = '\0';
+        struct stat sb;
+        if (mkdir(d, (mode_t)mode) != 0 && errno != EEXIST)
+            err = TG_EIO;
+        else if (stat(d, &sb) != 0)
+            err = TG_EIO;
+        else if (!S_ISDIR(sb.st_mode))
+            errno = ENOTDIR, err = TG_EIO;
+        *p = c;
+        if (c == '\0') break;
+    }
+    free(d);
+    return err;
+}
+
+static int fsync_dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    if (!dir) return TG_ENOMEM;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0) return TG_EIO;
+    int rc = fsync(fd);
+    close(fd);
+    return rc == 0 ? 0 : TG_EIO;
+}
+
+int tg_write_file_atomic(const char *path, const void *data, size_t len)
+{
+    const char *slash = strrchr(path, '/');
+    size_t dlen = slash ? (size_t)(slash - path) + 1 : 0;
+    size_t cap = strlen(path) + 40;
+    char *tmp = malloc(cap);
+    if (!tmp) return TG_ENOMEM;
+    snprintf(tmp, cap, "%.*s.%s.%ld.tmp", (int)dlen, path, path + dlen, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int err = fd < 0 ? TG_EIO : 0;
+    const char *p = data;
+    size_t left = len;
+    while (!err && left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            err = TG_EIO;
+            break;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (!err && fsync(fd) != 0) err = TG_EIO;
+    if (fd >= 0 && close(fd) != 0 && !err) err = TG_EIO;
+    if (!err && rename(tmp, path) != 0) err = TG_EIO;
+    if (err) {
+        int saved = errno;
+        unlink(tmp);
+        errno = saved;
+    } else {
+        err = fsync_dir_of(path);
+    }
+    free(tmp);
+    return err;
 }
 
 char *tg_read_file(const char *path, size_t max, size_t *len)

@@ -61,6 +61,15 @@ int tg_buf_json_str(tg_buf_t *b, const char *s, size_t n);
  * bytes: NULL with errno set when it cannot be read, EFBIG when larger. */
 char *tg_read_file(const char *path, size_t max, size_t *len);
 
+/* mkdir -p: creates dir and its missing parents with mode. Returns 0, or
+ * TG_EIO with errno set (ENOTDIR when a part is not a directory). */
+int tg_mkdirs(const char *dir, unsigned mode);
+/* Writes len bytes to path atomically: to a temporary file beside it
+ * (".NAME.PID.tmp"), flushed to disk, then renamed over path, and the
+ * directory flushed. A reader sees the old file or the new one, never part
+ * of one. Returns 0 or TG_EIO / TG_ENOMEM (errno set). */
+int tg_write_file_atomic(const char *path, const void *data, size_t len);
+
 /* ---- arena: request-scoped memory freed all at once -------------------- */
 
 typedef struct tg_arena_chunk tg_arena_chunk_t;

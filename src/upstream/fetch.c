@@ -2,6 +2,7 @@
 #include "upstream/fetch.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -77,4 +78,27 @@ int tg_fetch(CURLM *multi, const atomic_int *stop, const tg_fetch_t *q, long *st
         snprintf(why, whycap, "%s", *cerr ? cerr : curl_easy_strerror(res));
         return TG_EUPSTREAM;
     }
+}
+
+int tg_fetch_header(struct curl_slist **h, size_t max, const char *fmt, ...)
+{
+    tg_buf_t b;
+    tg_buf_init(&b, max);
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = tg_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    struct curl_slist *n = rc == 0 ? curl_slist_append(*h, b.data) : NULL;
+    if (b.data) explicit_bzero(b.data, b.len);
+    tg_buf_free(&b);
+    if (!n) return rc ? rc : TG_ENOMEM;
+    *h = n;
+    return 0;
+}
+
+void tg_fetch_headers_free(struct curl_slist *h)
+{
+    for (struct curl_slist *s = h; s; s = s->next)
+        explicit_bzero(s->data, strlen(s->data));
+    curl_slist_free_all(h);
 }

@@ -33,4 +33,12 @@ typedef struct {
 int tg_fetch(CURLM *multi, const atomic_int *stop, const tg_fetch_t *q, long *status, tg_buf_t *out,
              char *why, size_t whycap);
 
+/* Appends a formatted header line ("Name: value") of at most max bytes to
+ * *h. Header lines may hold tokens: the working copy is wiped, and so are
+ * curl's copies by tg_fetch_headers_free. Returns 0, TG_ENOMEM or TG_ETOOBIG. */
+int tg_fetch_header(struct curl_slist **h, size_t max, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Wipes every line, then frees the list (NULL is fine). */
+void tg_fetch_headers_free(struct curl_slist *h);
+
 #endif
