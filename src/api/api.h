@@ -27,6 +27,14 @@ int tg_gateway_start_aws(tg_gateway_t *g, uint32_t wait_ms);
 /* The callbacks to give tg_server_create. */
 const tg_http_app_t *tg_gateway_app(tg_gateway_t *g);
 
+/* Prices ev as every door does before it is recorded (also used to price
+ * imported events): the route's own price, else the book's for the model (a
+ * Bedrock profile or ARN as its base model; then the upstream id, then the
+ * public id) in ev->region at ev->started_ms. Unpriced calls cost 0 and are
+ * flagged. */
+int tg_api_price_event(const tg_prices_t *book, const tg_model_route_t *route, int bedrock,
+                       tg_usage_event_t *ev);
+
 /* Reloads the key snapshot when the store changed. data_version numbers are
  * per connection, so a reloader serves one connection: set seen to -1 to
  * force the next load (always done for a new connection). */

@@ -57,12 +57,6 @@ void tg_api_send(tg_wctx_t *w, tg_req_t *req, int route, int status, const char 
 /* Counts and logs a response finished some other way (a stream). */
 void tg_api_log(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *request_id,
                 const char *key_id);
-/* Prices ev where the worker finishes it, before it is submitted: the
- * route's own price, else the book's for the model (a Bedrock profile or ARN
- * as its base model; then the upstream id, then the public id) in ev->region
- * at ev->started_ms. Unpriced calls cost 0 and are flagged. */
-int tg_api_price_event(const tg_prices_t *book, const tg_model_route_t *route, int bedrock,
-                       tg_usage_event_t *ev);
 /* Finishes ev (outcome, status, end time, latency from req's start, cost as
  * tg_api_price_event) and hands it to the ledger writer; done runs once it is
  * durable, or at once when the writer refused it (logged: the client is

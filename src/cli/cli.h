@@ -11,4 +11,9 @@ int tg_cmd_sigv4(int argc, char **argv);
 /* tollgate prices show: the price book's effective prices (cmd_prices.c). */
 int tg_cmd_prices(int argc, char **argv);
 
+/* tollgate report [run]: chargeback reports (cmd_report.c). */
+int tg_cmd_report(int argc, char **argv);
+/* tollgate usage import: events from JSON lines (cmd_report.c). */
+int tg_cmd_usage_import(int argc, char **argv);
+
 #endif

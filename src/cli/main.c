@@ -1,10 +1,13 @@
 /* main.c - the tollgate command line: serve, keys, usage, prices, sigv4.
  *
- *   tollgate serve --config FILE [--listen HOST:PORT]
+ *   tollgate serve --config FILE [--listen HOST:PORT] [--admin-listen HOST:PORT|off]
+ *   tollgate admin create-key --config FILE [--name NAME]
  *   tollgate keys create --config FILE --team TEAM [--name NAME] [--expires-in SECONDS]
  *   tollgate keys list --config FILE [--json]
  *   tollgate keys revoke --config FILE ID_OR_PREFIX
  *   tollgate usage list --config FILE [--since UNIX_MS] [--until UNIX_MS]
+ *   tollgate usage import ... (cmd_report.c; takes its own options)
+ *   tollgate report [run] ... (cmd_report.c; takes its own options)
  *   tollgate prices show ... (cmd_prices.c; takes its own options)
  *   tollgate sigv4 ... (cmd_sigv4.c; takes its own options)
  *
@@ -18,27 +21,36 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "api/admin.h"
 #include "api/api.h"
+#include "aws/credentials.h"
+#include "providers/awsauth.h"
 #include "cli/cli.h"
 #include "upstream/upstream.h"
 #include "usage/cost.h"
+#include "usage/reportjob.h"
 
 #define TG_VERSION "0.1.0"
 
 static const char usage_text[] =
     "usage:\n"
-    "  tollgate serve --config FILE [--listen HOST:PORT]\n"
+    "  tollgate serve --config FILE [--listen HOST:PORT] [--admin-listen HOST:PORT|off]\n"
+    "  tollgate admin create-key --config FILE [--name NAME]\n"
     "  tollgate keys create --config FILE --team TEAM [--name NAME] [--expires-in SECONDS]\n"
     "  tollgate keys list --config FILE [--json]\n"
     "  tollgate keys revoke --config FILE ID_OR_PREFIX\n"
     "  tollgate usage list --config FILE [--since UNIX_MS] [--until UNIX_MS]\n"
+    "  tollgate usage import --config FILE [FILE|-]\n"
+    "  tollgate report --config FILE --from DATE [--to DATE] [--group-by LIST]\n"
+    "                  [--format table|csv|json|jsonl|markdown] [--decimals N]\n"
+    "  tollgate report run --config FILE (--date DATE | --from DATE --to DATE)\n"
     "  tollgate prices show --config FILE [--model M] [--region R] [--at TIME] [--all]\n"
     "  tollgate sigv4 --access-key-id ID --secret-access-key S --region R --service SVC\n"
     "                 --print canonical-request|string-to-sign|signature|signed-request < REQUEST\n"
     "  tollgate version\n";
 
 typedef struct {
-    const char *config, *listen, *team, *name, *expires_in, *since, *until;
+    const char *config, *listen, *admin_listen, *team, *name, *expires_in, *since, *until;
     int json;
     const char *pos[4];
     int npos;
@@ -49,14 +61,15 @@ static int parse_args(int argc, char **argv, args_t *a)
     memset(a, 0, sizeof(*a));
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
-        const char **slot = strcmp(s, "--config") == 0       ? &a->config
-                            : strcmp(s, "--listen") == 0     ? &a->listen
-                            : strcmp(s, "--team") == 0       ? &a->team
-                            : strcmp(s, "--name") == 0       ? &a->name
-                            : strcmp(s, "--expires-in") == 0 ? &a->expires_in
-                            : strcmp(s, "--since") == 0      ? &a->since
-                            : strcmp(s, "--until") == 0      ? &a->until
-                                                             : NULL;
+        const char **slot = strcmp(s, "--config") == 0         ? &a->config
+                            : strcmp(s, "--listen") == 0       ? &a->listen
+                            : strcmp(s, "--admin-listen") == 0 ? &a->admin_listen
+                            : strcmp(s, "--team") == 0         ? &a->team
+                            : strcmp(s, "--name") == 0         ? &a->name
+                            : strcmp(s, "--expires-in") == 0   ? &a->expires_in
+                            : strcmp(s, "--since") == 0        ? &a->since
+                            : strcmp(s, "--until") == 0        ? &a->until
+                                                               : NULL;
         if (slot) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "tollgate: %s needs a value\n", s);
@@ -119,12 +132,60 @@ static int parse_i64(const char *s, const char *what, int64_t *out)
 
 /* ---- serve ------------------------------------------------------------------ */
 
-static tg_server_t *g_server;
+static tg_server_t *g_server, *g_admin_server;
 
 static void on_signal(int sig)
 {
     (void)sig;
     if (g_server) tg_server_stop(g_server);
+    if (g_admin_server) tg_server_stop(g_admin_server);
+}
+
+/* The reports bucket's credentials (refreshed on their own thread) and the
+ * uploader; a missing named variable is a start-up error. */
+static int start_report_s3(const tg_config_t *cfg, tg_aws_credprov_t **creds, tg_report_s3_t **out)
+{
+    const tg_reports_config_t *r = &cfg->reports;
+    char missing[160] = "";
+    int rc =
+        tg_aws_credprov_from_config(creds, &r->s3_creds, r->s3_region, missing, sizeof(missing));
+    if (!rc && !*creds) {
+        tg_error("reports.s3.credentials: %s", missing);
+        return TG_ECONFIG;
+    }
+    if (!rc) rc = tg_aws_credprov_start(*creds);
+    if (!rc && tg_aws_credprov_wait(*creds, 3000, missing, sizeof(missing)))
+        tg_warn("reports: no credentials for s3://%s yet (%s); uploads wait for them", r->s3_bucket,
+                missing);
+    tg_report_s3_opts_t o = {.bucket = r->s3_bucket,
+                             .region = r->s3_region,
+                             .endpoint = r->s3_endpoint,
+                             .prefix = r->s3_prefix,
+                             .creds = *creds};
+    if (!rc) rc = tg_report_s3_create(out, &o);
+    if (rc) tg_error("cannot set up the reports bucket: %s", tg_strerror(rc));
+    return rc;
+}
+
+/* On the first start, the admin API's first credential, printed once. */
+static int first_admin_key(tg_store_t *st)
+{
+    int64_t n = 0;
+    int rc = tg_store_admin_key_count(st, &n);
+    if (rc || n > 0) return rc;
+    tg_key_t k;
+    char secret[TG_KEY_SECRET_MAX];
+    memset(&k, 0, sizeof(k));
+    snprintf(k.name, sizeof(k.name), "first");
+    if ((rc = tg_admin_key_generate(&k, secret, sizeof(secret))) ||
+        (rc = tg_store_admin_key_insert(st, &k))) {
+        tg_error("cannot create the first admin key: %s", tg_strerror(rc));
+        return rc;
+    }
+    printf("tollgate admin key (shown once; store it now): %s\n", secret);
+    fflush(stdout);
+    memset(secret, 0, sizeof(secret));
+    return 0;
 }
 
 static void raise_nofile(void)
@@ -146,7 +207,8 @@ static int cmd_serve(const args_t *a)
     tg_config_t *cfg = load_config(a);
     if (!cfg) return 2;
     char err[256];
-    if (a->listen && tg_config_set_listen(cfg, a->listen, err, sizeof(err))) {
+    if ((a->listen && tg_config_set_listen(cfg, a->listen, err, sizeof(err))) ||
+        (a->admin_listen && tg_config_set_admin_listen(cfg, a->admin_listen, err, sizeof(err)))) {
         fprintf(stderr, "tollgate: %s\n", err);
         tg_config_free(cfg);
         return 2;
@@ -158,10 +220,15 @@ static int cmd_serve(const args_t *a)
     tg_writer_t *writer = NULL;
     tg_metrics_t *metrics = NULL;
     tg_gateway_t *gw = NULL;
-    tg_server_t *srv = NULL;
+    tg_server_t *srv = NULL, *admin_srv = NULL;
+    tg_admin_t *admin = NULL;
+    tg_reportjob_t *reports = NULL;
+    tg_report_s3_t *s3 = NULL;
+    tg_aws_credprov_t *s3creds = NULL;
     tg_key_reloader_t reloader = {NULL, -1};
     tg_store_t *st = open_store(cfg);
     if (!st || tg_upstream_global_init() || tg_tenancy_create(&ten)) goto out;
+    if (cfg->admin_port >= 0 && first_admin_key(st)) goto out;
     /* Keys are loaded before the first request; later changes by the writer
      * tick, whose own connection starts over (seen = -1: its first tick loads). */
     reloader.tenancy = ten;
@@ -189,11 +256,39 @@ static int cmd_serve(const args_t *a)
         tg_error("cannot create the server: %s", tg_strerror(rc));
         goto out;
     }
+    if (cfg->admin_port >= 0) {
+        tg_http_config_t ah = cfg->http;
+        ah.host = cfg->admin_host;
+        ah.port = cfg->admin_port;
+        ah.workers = 1;
+        if ((rc = tg_admin_create(&admin, cfg, ten)) ||
+            (rc = tg_server_create(&admin_srv, &ah, tg_admin_app(admin))) ||
+            (rc = tg_server_start(admin_srv))) {
+            tg_error("cannot listen for the admin API on %s:%d: %s", ah.host, ah.port,
+                     tg_strerror(rc));
+            goto out;
+        }
+        int v6 = strchr(ah.host, ':') != NULL;
+        printf("tollgate admin listening on http://%s%s%s:%d\n", v6 ? "[" : "", ah.host,
+               v6 ? "]" : "", tg_server_port(admin_srv));
+    }
+    if (cfg->reports.enabled) {
+        tg_reportjob_opts_t jo = {.dir = cfg->reports.dir,
+                                  .refresh_s = cfg->reports.refresh_s,
+                                  .daily_at_min = cfg->reports.daily_at_min};
+        if (cfg->reports.s3_bucket && (rc = start_report_s3(cfg, &s3creds, &s3))) goto out;
+        if (s3) jo.upload = tg_report_s3_upload, jo.upload_ud = s3;
+        if ((rc = tg_reportjob_start(&reports, &cfg->store, &jo))) {
+            tg_error("cannot start the report schedule: %s", tg_strerror(rc));
+            goto out;
+        }
+    }
     if ((rc = tg_server_start(srv))) {
         tg_error("cannot listen on %s:%d: %s", cfg->http.host, cfg->http.port, tg_strerror(rc));
         goto out;
     }
     g_server = srv;
+    g_admin_server = admin_srv;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -207,11 +302,19 @@ static int cmd_serve(const args_t *a)
     tg_info("tollgate %s: %d workers, store %s, %zu models", TG_VERSION, cfg->http.workers,
             cfg->store.path, cfg->nmodels);
     tg_server_wait(srv);
+    if (admin_srv) tg_server_wait(admin_srv);
     tg_info("stopped serving; flushing the ledger");
     status = 0;
 out:
     g_server = NULL;
+    g_admin_server = NULL;
     if (srv) tg_server_destroy(srv);
+    if (admin_srv) tg_server_destroy(admin_srv);
+    tg_admin_destroy(admin);
+    tg_report_s3_cancel(s3); /* an upload in progress ends now; the day stays pending */
+    tg_reportjob_stop(reports);
+    tg_report_s3_destroy(s3);
+    tg_aws_credprov_destroy(s3creds);
     if (writer) tg_writer_stop(writer); /* commits everything still queued */
     tg_gateway_destroy(gw);
     tg_metrics_destroy(metrics);
@@ -332,6 +435,41 @@ out:
     return status;
 }
 
+/* ---- admin keys ------------------------------------------------------------- */
+
+static int cmd_admin(const args_t *a)
+{
+    if (a->npos < 2 || strcmp(a->pos[1], "create-key") != 0) {
+        fprintf(stderr, "tollgate: admin needs create-key\n%s", usage_text);
+        return 2;
+    }
+    if (a->name && strlen(a->name) >= sizeof(((tg_key_t *)0)->name)) {
+        fprintf(stderr, "tollgate: --name must be under 64 characters\n");
+        return 2;
+    }
+    tg_config_t *cfg = load_config(a);
+    if (!cfg) return 2;
+    tg_store_t *st = open_store(cfg);
+    int status = 1, rc = 0;
+    tg_key_t k;
+    char secret[TG_KEY_SECRET_MAX];
+    memset(&k, 0, sizeof(k));
+    snprintf(k.name, sizeof(k.name), "%s", a->name ? a->name : "");
+    if (st && !(rc = tg_admin_key_generate(&k, secret, sizeof(secret))) &&
+        !(rc = tg_store_admin_key_insert(st, &k))) {
+        printf("Created admin key %s (prefix %s). It is shown once: store it now.\n", k.id,
+               k.prefix);
+        printf("%s\n", secret);
+        status = 0;
+    } else if (st) {
+        fprintf(stderr, "tollgate: admin create-key failed: %s\n", tg_strerror(rc));
+    }
+    memset(secret, 0, sizeof(secret));
+    if (st) tg_store_close(st);
+    tg_config_free(cfg);
+    return status;
+}
+
 /* ---- usage ------------------------------------------------------------------ */
 
 static cJSON *event_json(const tg_usage_event_t *e)
@@ -407,11 +545,15 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "sigv4") == 0) return tg_cmd_sigv4(argc - 2, argv + 2);
     if (strcmp(argv[1], "prices") == 0) return tg_cmd_prices(argc - 2, argv + 2);
+    if (strcmp(argv[1], "report") == 0) return tg_cmd_report(argc - 2, argv + 2);
+    if (strcmp(argv[1], "usage") == 0 && argc > 2 && strcmp(argv[2], "import") == 0)
+        return tg_cmd_usage_import(argc - 3, argv + 3);
     if (parse_args(argc - 1, argv + 1, &a)) return 2;
     const char *cmd = a.npos ? a.pos[0] : "";
     if (strcmp(cmd, "serve") == 0) return cmd_serve(&a);
     if (strcmp(cmd, "keys") == 0) return cmd_keys(&a);
     if (strcmp(cmd, "usage") == 0) return cmd_usage(&a);
+    if (strcmp(cmd, "admin") == 0) return cmd_admin(&a);
     if (strcmp(cmd, "version") == 0) {
         printf("tollgate %s\n", TG_VERSION);
         return 0;

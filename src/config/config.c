@@ -104,7 +104,8 @@ static int get_bool(ctx_t *x, const cJSON *obj, const char *path, const char *na
     return TG_OK;
 }
 
-static int parse_listen(tg_config_t *c, const char *s, ctx_t *x, const char *path)
+/* HOST:PORT or [IPV6]:PORT into a new host string and a port. */
+static int split_listen(const char *s, ctx_t *x, const char *path, char **host_out, int *port_out)
 {
     const char *colon, *host = s;
     size_t hlen;
@@ -125,11 +126,40 @@ static int parse_listen(tg_config_t *c, const char *s, ctx_t *x, const char *pat
     if (errno || *endp || colon[1] == '\0' || port < 0 || port > 65535)
         return fail(x, path, "port must be a number from 0 to 65535");
     if (hlen == 0) return fail(x, path, "host is empty");
+    char *h = strndup(host, hlen);
+    if (!h) return TG_ENOMEM;
+    *host_out = h;
+    *port_out = (int)port;
+    return TG_OK;
+}
+
+static int parse_listen(tg_config_t *c, const char *s, ctx_t *x, const char *path)
+{
+    char *host;
+    int port, rc = split_listen(s, x, path, &host, &port);
+    if (rc) return rc;
     free(c->listen_host);
-    c->listen_host = strndup(host, hlen);
-    if (!c->listen_host) return TG_ENOMEM;
+    c->listen_host = host;
     c->http.host = c->listen_host;
-    c->http.port = (int)port;
+    c->http.port = port;
+    return TG_OK;
+}
+
+/* "off" disables the admin listener. */
+static int parse_admin_listen(tg_config_t *c, const char *s, ctx_t *x, const char *path)
+{
+    if (strcmp(s, "off") == 0) {
+        free(c->admin_host);
+        c->admin_host = NULL;
+        c->admin_port = -1;
+        return TG_OK;
+    }
+    char *host;
+    int port, rc = split_listen(s, x, path, &host, &port);
+    if (rc) return rc;
+    free(c->admin_host);
+    c->admin_host = host;
+    c->admin_port = port;
     return TG_OK;
 }
 
@@ -719,11 +749,63 @@ static int parse_prices(tg_config_t *c, const cJSON *root, const cJSON *models, 
     return rc;
 }
 
+/* "HH:MM" (UTC) into minutes after midnight. */
+static int parse_hhmm(const char *s, uint32_t *out)
+{
+    int h, m;
+    if (strlen(s) != 5 || s[2] != ':' || tg_parse_digits(s, 2, &h) ||
+        tg_parse_digits(s + 3, 2, &m) || h > 23 || m > 59)
+        return TG_EINVAL;
+    *out = (uint32_t)(h * 60 + m);
+    return TG_OK;
+}
+
+static int parse_reports(tg_reports_config_t *r, const cJSON *o, ctx_t *x)
+{
+    static const char *const fields[] = {"enabled", "dir", "refresh_s", "daily_at", "s3", NULL};
+    int rc;
+    char *at = NULL;
+    if ((rc = check_fields(x, o, "reports", fields)) ||
+        (rc = get_bool(x, o, "reports", "enabled", &r->enabled)) ||
+        (rc = get_str(x, o, "reports", "dir", 0, &r->dir)) ||
+        (rc = get_u32(x, o, "reports", "refresh_s", 1, 86400, &r->refresh_s)) ||
+        (rc = get_str(x, o, "reports", "daily_at", 0, &at)))
+        return rc;
+    if (at) {
+        rc = parse_hhmm(at, &r->daily_at_min);
+        free(at);
+        if (rc) return fail(x, "reports.daily_at", "must be HH:MM (UTC), e.g. \"00:00\"");
+    }
+    const cJSON *s3 = cJSON_GetObjectItemCaseSensitive(o, "s3");
+    if (!s3) return TG_OK;
+    static const char *const s3f[] = {"bucket",   "prefix",      "region",
+                                      "endpoint", "credentials", NULL};
+    if ((rc = check_fields(x, s3, "reports.s3", s3f)) ||
+        (rc = get_str(x, s3, "reports.s3", "bucket", 1, &r->s3_bucket)) ||
+        (rc = get_str(x, s3, "reports.s3", "prefix", 0, &r->s3_prefix)) ||
+        (rc = get_str(x, s3, "reports.s3", "region", 1, &r->s3_region)) ||
+        (rc = get_str(x, s3, "reports.s3", "endpoint", 0, &r->s3_endpoint)))
+        return rc;
+    size_t bl = strlen(r->s3_bucket);
+    int bucket_ok = bl >= 3 && bl <= 63;
+    for (const char *q = r->s3_bucket; *q; q++)
+        bucket_ok &= (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '-' || *q == '.';
+    if (!bucket_ok)
+        return fail(x, "reports.s3.bucket", "must be an S3 bucket name (3-63 of a-z 0-9 . -)");
+    if (!region_ok(r->s3_region)) return fail(x, "reports.s3.region", "is not a region name");
+    if (r->s3_endpoint && (rc = url_ok(x, r->s3_endpoint, "reports.s3", "endpoint"))) return rc;
+    if (r->s3_prefix && r->s3_prefix[0] && r->s3_prefix[strlen(r->s3_prefix) - 1] != '/')
+        return fail(x, "reports.s3.prefix", "must end with '/'");
+    const cJSON *cr = cJSON_GetObjectItemCaseSensitive(s3, "credentials");
+    if (cr && (rc = parse_creds(&r->s3_creds, cr, "reports.s3.credentials", x))) return rc;
+    return TG_OK;
+}
+
 static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
 {
-    static const char *const fields[] = {"listen", "workers", "log_level",       "access_log",
-                                         "store",  "http",    "ledger",          "providers",
-                                         "models", "prices",  "price_overrides", NULL};
+    static const char *const fields[] = {
+        "listen",    "workers", "log_level", "access_log",      "store",   "http",  "ledger",
+        "providers", "models",  "prices",    "price_overrides", "reports", "admin", NULL};
     int rc;
     if ((rc = check_fields(x, root, "config", fields))) return rc;
     char *listen = NULL, *level = NULL;
@@ -756,6 +838,20 @@ static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
         if ((rc = check_fields(x, v, "ledger", lf)) ||
             (rc = get_size(x, v, "ledger", "queue_max", 16, 1 << 24, &c->ledger_queue_max)))
             return rc;
+    }
+
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "reports")) &&
+        (rc = parse_reports(&c->reports, v, x)))
+        return rc;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "admin"))) {
+        static const char *const af[] = {"listen", NULL};
+        char *al = NULL;
+        if ((rc = check_fields(x, v, "admin", af)) ||
+            (rc = get_str(x, v, "admin", "listen", 0, &al)))
+            return rc;
+        rc = al ? parse_admin_listen(c, al, x, "admin.listen") : TG_OK;
+        free(al);
+        if (rc) return rc;
     }
 
     const cJSON *provs = cJSON_GetObjectItemCaseSensitive(root, "providers");
@@ -843,9 +939,25 @@ int tg_config_load(tg_config_t **out, const char *path, char *err, size_t errcap
     c->log_level = TG_LOG_INFO;
     c->access_log = 1;
     c->store.busy_timeout_ms = 5000;
+    c->reports.enabled = 1;
+    c->reports.refresh_s = 300;
+    c->admin_port = 8081;
     int rc = parse_root(c, root, &x);
     cJSON_Delete(root);
     if (!rc && !c->store_path && !(c->store_path = strdup("var/tollgate.db"))) rc = TG_ENOMEM;
+    if (!rc && !c->reports.dir) {
+        /* Beside the database by default: var/tollgate.db -> var/reports. */
+        const char *slash = strrchr(c->store_path, '/');
+        int dl = slash ? (int)(slash - c->store_path) : 0;
+        size_t cap = (size_t)dl + 16;
+        if (!(c->reports.dir = malloc(cap)))
+            rc = TG_ENOMEM;
+        else
+            snprintf(c->reports.dir, cap, "%.*s%sreports", dl, c->store_path, slash ? "/" : "");
+    }
+    if (!rc && !c->reports.s3_prefix && !(c->reports.s3_prefix = strdup(""))) rc = TG_ENOMEM;
+    if (!rc && c->admin_port >= 0 && !c->admin_host && !(c->admin_host = strdup("127.0.0.1")))
+        rc = TG_ENOMEM;
     if (rc) {
         if (rc == TG_ENOMEM) snprintf(err, errcap, "out of memory");
         tg_config_free(c);
@@ -855,6 +967,12 @@ int tg_config_load(tg_config_t **out, const char *path, char *err, size_t errcap
     c->store.path = c->store_path;
     *out = c;
     return TG_OK;
+}
+
+int tg_config_set_admin_listen(tg_config_t *c, const char *listen, char *err, size_t errcap)
+{
+    ctx_t x = {err, errcap};
+    return parse_admin_listen(c, listen, &x, "--admin-listen");
 }
 
 int tg_config_set_listen(tg_config_t *c, const char *listen, char *err, size_t errcap)
@@ -870,6 +988,15 @@ static void wipe_free(char *s)
     free(s);
 }
 
+static void free_creds(tg_aws_creds_config_t *cr)
+{
+    free(cr->profile), free(cr->role_arn), free(cr->role_session_name), free(cr->external_id);
+    free(cr->sts_endpoint), free(cr->imds_endpoint), free(cr->container_endpoint);
+    free(cr->access_key_id_env), free(cr->secret_access_key_env), free(cr->session_token_env);
+    wipe_free(cr->access_key_id), wipe_free(cr->secret_access_key);
+    wipe_free(cr->session_token);
+}
+
 void tg_config_free(tg_config_t *c)
 {
     if (!c) return;
@@ -878,13 +1005,12 @@ void tg_config_free(tg_config_t *c)
         free(p->name), free(p->type), free(p->base_url), free(p->api_key_env), free(p->region);
         free(p->endpoint), free(p->control_endpoint), free(p->bearer_token_env);
         wipe_free(p->api_key), wipe_free(p->bearer_token);
-        tg_aws_creds_config_t *cr = &p->creds;
-        free(cr->profile), free(cr->role_arn), free(cr->role_session_name), free(cr->external_id);
-        free(cr->sts_endpoint), free(cr->imds_endpoint), free(cr->container_endpoint);
-        free(cr->access_key_id_env), free(cr->secret_access_key_env), free(cr->session_token_env);
-        wipe_free(cr->access_key_id), wipe_free(cr->secret_access_key);
-        wipe_free(cr->session_token);
+        free_creds(&p->creds);
     }
+    tg_reports_config_t *r = &c->reports;
+    free(r->dir), free(r->s3_bucket), free(r->s3_prefix), free(r->s3_region), free(r->s3_endpoint);
+    free_creds(&r->s3_creds);
+    free(c->admin_host);
     for (size_t i = 0; i < c->nmodels; i++) {
         tg_model_route_t *m = &c->models[i];
         free(m->id), free(m->upstream_model), free(m->region), free(m->base_url), free(m->host);

@@ -86,6 +86,20 @@ typedef struct {
     int has_price; /* the route carries its own price (book key TG_PRICE_ROUTE + id) */
 } tg_model_route_t;
 
+/* reports: rollups on a schedule, daily report files, optional S3 copy. */
+typedef struct {
+    int enabled;           /* default 1: the gateway runs the schedule */
+    char *dir;             /* default "var/reports" */
+    uint32_t refresh_s;    /* rollups brought up to date this often; default 300 */
+    uint32_t daily_at_min; /* a day's report is due this many minutes after it ends (UTC) */
+    /* S3: bucket set means each report file is also PUT there. */
+    char *s3_bucket;
+    char *s3_prefix; /* "" or ending in '/' */
+    char *s3_region;
+    char *s3_endpoint; /* NULL: AWS's */
+    tg_aws_creds_config_t s3_creds;
+} tg_reports_config_t;
+
 typedef struct {
     char *path; /* the file it came from */
     tg_http_config_t http;
@@ -104,11 +118,18 @@ typedef struct {
     char **price_overrides; /* merged on top of it, in order */
     size_t nprice_overrides;
     tg_prices_t *prices; /* the loaded book, with the routes' own prices */
+    tg_reports_config_t reports;
+    /* The admin listener (its own port, loopback by default); admin_port < 0
+     * when disabled. */
+    char *admin_host;
+    int admin_port;
 } tg_config_t;
 
 /* Loads and validates. On error returns TG_ECONFIG and writes a message naming
  * the field into err. */
 int tg_config_load(tg_config_t **out, const char *path, char *err, size_t errcap);
+/* Applies --admin-listen HOST:PORT, or "off". */
+int tg_config_set_admin_listen(tg_config_t *c, const char *listen, char *err, size_t errcap);
 /* Applies --listen HOST:PORT ([::1]:PORT for IPv6). */
 int tg_config_set_listen(tg_config_t *c, const char *listen, char *err, size_t errcap);
 void tg_config_free(tg_config_t *c);

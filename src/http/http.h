@@ -105,6 +105,12 @@ struct tg_req {
     void (*on_drain)(tg_req_t *req);
 };
 
+/* The value of parameter name in a URL query ("a=1&b=x%20y"), percent-
+ * decoded ('+' is a space) into out. Returns its length, TG_ENOTFOUND,
+ * TG_EINVAL (a bad escape, or an encoded NUL) or TG_ETOOBIG. A name without
+ * '=' has the empty value. */
+int tg_query_get(const char *query, const char *name, char *out, size_t cap);
+
 /* Case-insensitive header lookup; NULL when absent. */
 const char *tg_req_header(const tg_req_t *req, const char *name);
 

@@ -41,12 +41,24 @@ int tg_awsauth_create(tg_awsauth_t **out, const tg_provider_t *p)
         *out = a;
         return TG_OK;
     }
-    const tg_aws_creds_config_t *c = &p->creds;
+    int rc = tg_aws_credprov_from_config(&a->creds, &p->creds, p->region, a->missing,
+                                         sizeof(a->missing));
+    if (rc) {
+        free(a);
+        return rc;
+    }
+    *out = a;
+    return TG_OK;
+}
+
+int tg_aws_credprov_from_config(tg_aws_credprov_t **out, const tg_aws_creds_config_t *c,
+                                const char *region, char *missing, size_t cap)
+{
+    *out = NULL;
     if (c->access_key_id_env && (!c->access_key_id || !c->secret_access_key)) {
         /* Named static keys that are not there: never fall back to the chain. */
-        snprintf(a->missing, sizeof(a->missing), "environment variable %s is not set",
+        snprintf(missing, cap, "environment variable %s is not set",
                  !c->access_key_id ? c->access_key_id_env : c->secret_access_key_env);
-        *out = a;
         return TG_OK;
     }
     tg_aws_creds_opts_t o = {
@@ -54,7 +66,7 @@ int tg_awsauth_create(tg_awsauth_t **out, const tg_provider_t *p)
         .role_arn = c->role_arn,
         .role_session_name = c->role_session_name,
         .external_id = c->external_id,
-        .region = p->region,
+        .region = region,
         .sts_endpoint = c->sts_endpoint,
         .imds_endpoint = c->imds_endpoint,
         .container_endpoint = c->container_endpoint,
@@ -64,13 +76,7 @@ int tg_awsauth_create(tg_awsauth_t **out, const tg_provider_t *p)
         .secret_access_key = c->secret_access_key,
         .session_token = c->session_token,
     };
-    int rc = tg_aws_credprov_create(&a->creds, &o);
-    if (rc) {
-        free(a);
-        return rc;
-    }
-    *out = a;
-    return TG_OK;
+    return tg_aws_credprov_create(out, &o);
 }
 
 int tg_awsauth_start(tg_awsauth_t *a)

@@ -33,6 +33,13 @@ int tg_awsauth_start(tg_awsauth_t *a);
  * an error with a message in err that names no secret. */
 int tg_awsauth_wait(tg_awsauth_t *a, uint32_t timeout_ms, char *err, size_t errcap);
 void tg_awsauth_destroy(tg_awsauth_t *a);
+/* A credentials provider (not started) for a "credentials" object of the
+ * config, signing STS calls in region. When the object names environment
+ * variables that are unset, *out stays NULL and missing says which (the
+ * chain is never used instead). */
+struct tg_aws_credprov;
+int tg_aws_credprov_from_config(struct tg_aws_credprov **out, const tg_aws_creds_config_t *c,
+                                const char *region, char *missing, size_t cap);
 int tg_awsauth_is_bearer(const tg_awsauth_t *a);
 
 /* A small per-thread cache of derived signing keys, one per region and

@@ -20,11 +20,21 @@ typedef struct tg_store_backend {
     int (*key_insert)(tg_store_t *st, const tg_key_t *k);
     int (*key_revoke)(tg_store_t *st, const char *id_or_prefix, int64_t now_ms);
     int (*keys_list)(tg_store_t *st, tg_key_t **out, size_t *n);
+    int (*admin_key_insert)(tg_store_t *st, const tg_key_t *k);
+    int (*admin_key_check)(tg_store_t *st, const uint8_t hash[32]);
+    int (*admin_key_count)(tg_store_t *st, int64_t *active);
     int (*usage_append)(tg_store_t *st, const tg_usage_event_t *ev, size_t n);
     int (*usage_list)(tg_store_t *st, int64_t from_ms, int64_t to_ms, tg_usage_event_t **out,
                       size_t *n);
     int (*usage_count)(tg_store_t *st, int64_t *out);
     int (*checkpoint)(tg_store_t *st);
+    int (*rollup_refresh)(tg_store_t *st, int *hours);
+    int (*rollup_rebuild)(tg_store_t *st, int64_t from_ms, int64_t to_ms);
+    int (*rollup_query)(tg_store_t *st, const tg_rollup_query_t *q, tg_rollup_row_t **out,
+                        size_t *n);
+    int (*report_pending)(tg_store_t *st, int64_t before_ms, tg_report_day_t **out, size_t *n);
+    int (*report_version)(tg_store_t *st, int64_t day_ms, int64_t *version);
+    int (*report_done)(tg_store_t *st, int64_t day_ms, int64_t version);
 } tg_store_backend_t;
 
 /* One column of a row, described once: backends use the table to bind and

@@ -84,6 +84,48 @@ static const char *const migrations[] = {
     "CREATE INDEX usage_events_team_started ON usage_events(team, started_ms);",
     /* 2: calls whose model (or a part of whose usage) had no price. */
     "ALTER TABLE usage_events ADD COLUMN unpriced INTEGER NOT NULL DEFAULT 0;",
+    /* 3: hourly rollups, the refresh's place in the ledger, and which days'
+     * reports are current. */
+    "CREATE TABLE usage_hourly ("
+    " hour_ms INTEGER NOT NULL,"
+    " unit TEXT NOT NULL,"
+    " team TEXT NOT NULL,"
+    " key_id TEXT NOT NULL,"
+    " model TEXT NOT NULL,"
+    " region TEXT NOT NULL,"
+    " invocations INTEGER NOT NULL,"
+    " input_tokens INTEGER NOT NULL,"
+    " output_tokens INTEGER NOT NULL,"
+    " cache_read_tokens INTEGER NOT NULL,"
+    " cache_write_tokens INTEGER NOT NULL,"
+    " images INTEGER NOT NULL,"
+    " cost_input INTEGER NOT NULL,"
+    " cost_output INTEGER NOT NULL,"
+    " cost_cache_read INTEGER NOT NULL,"
+    " cost_cache_write INTEGER NOT NULL,"
+    " cost_images INTEGER NOT NULL,"
+    " cost_total INTEGER NOT NULL,"
+    " unpriced INTEGER NOT NULL,"
+    " estimated INTEGER NOT NULL,"
+    " failed INTEGER NOT NULL,"
+    " PRIMARY KEY (hour_ms, unit, team, key_id, model, region)) WITHOUT ROWID;"
+    "CREATE TABLE rollup_days ("
+    " day_ms INTEGER PRIMARY KEY,"
+    " version INTEGER NOT NULL,"
+    " reported INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE store_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+    /* The admin API's credentials: the keys table's columns, kept apart so a
+     * tenant key can never be one. */
+    "CREATE TABLE admin_keys ("
+    " id TEXT PRIMARY KEY,"
+    " unit TEXT NOT NULL DEFAULT '',"
+    " team TEXT NOT NULL DEFAULT '',"
+    " name TEXT NOT NULL DEFAULT '',"
+    " prefix TEXT NOT NULL,"
+    " hash BLOB NOT NULL UNIQUE,"
+    " created_ms INTEGER NOT NULL,"
+    " expires_ms INTEGER NOT NULL DEFAULT 0,"
+    " revoked_ms INTEGER NOT NULL DEFAULT 0);",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -166,9 +208,23 @@ enum {
     S_KEY_LIST,
     S_KEY_MATCH,
     S_KEY_REVOKE,
+    S_ADMIN_INSERT,
+    S_ADMIN_CHECK,
+    S_ADMIN_COUNT,
     S_USAGE_INSERT,
     S_USAGE_LIST,
     S_USAGE_COUNT,
+    S_ROLLUP_MARK,
+    S_ROLLUP_SET_MARK,
+    S_LEDGER_END,
+    S_DIRTY_HOURS,
+    S_RANGE_HOURS,
+    S_HOUR_DELETE,
+    S_HOUR_SUM,
+    S_DAY_BUMP,
+    S_DAYS_PENDING,
+    S_DAY_VERSION,
+    S_DAY_DONE,
     S__COUNT
 };
 
@@ -190,6 +246,38 @@ static const char *const stmt_sql[S__COUNT] = {
     [S_KEY_MATCH] = "SELECT id FROM keys WHERE (id = ?1 OR prefix = ?1) AND revoked_ms = 0 LIMIT 2",
     [S_KEY_REVOKE] = "UPDATE keys SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms = 0",
     [S_USAGE_COUNT] = "SELECT COUNT(*) FROM usage_events",
+    [S_ADMIN_CHECK] = "SELECT COUNT(*) FROM admin_keys WHERE hash = ?1 AND revoked_ms = 0"
+                      " AND (expires_ms = 0 OR expires_ms > ?2)",
+    [S_ADMIN_COUNT] = "SELECT COUNT(*) FROM admin_keys WHERE revoked_ms = 0"
+                      " AND (expires_ms = 0 OR expires_ms > ?1)",
+    [S_ROLLUP_MARK] =
+        "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'rollup_mark'), 0)",
+    [S_ROLLUP_SET_MARK] = "INSERT INTO store_state (name, value) VALUES ('rollup_mark', ?1)"
+                          " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    [S_LEDGER_END] = "SELECT COALESCE(MAX(rowid), 0) FROM usage_events",
+    /* The ledger's insertion order is its rowid: SQLite has one writer at a
+     * time, so a reader that sees row r sees every row before it. */
+    [S_DIRTY_HOURS] = "SELECT DISTINCT started_ms - started_ms % 3600000 FROM usage_events"
+                      " WHERE rowid > ?1 AND rowid <= ?2",
+    [S_RANGE_HOURS] =
+        "SELECT started_ms - started_ms % 3600000 FROM usage_events"
+        " WHERE started_ms >= ?1 AND started_ms < ?2"
+        " UNION SELECT hour_ms FROM usage_hourly WHERE hour_ms >= ?1 AND hour_ms < ?2",
+    [S_HOUR_DELETE] = "DELETE FROM usage_hourly WHERE hour_ms = ?1",
+    [S_HOUR_SUM] =
+        "INSERT INTO usage_hourly SELECT ?1, unit, team, key_id, model, region, COUNT(*),"
+        " SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),"
+        " SUM(cache_write_tokens), SUM(images), SUM(cost_input), SUM(cost_output),"
+        " SUM(cost_cache_read), SUM(cost_cache_write), SUM(cost_images), SUM(cost_total),"
+        " SUM(unpriced != 0), SUM(token_source != 0), SUM(outcome != 'ok')"
+        " FROM usage_events WHERE started_ms >= ?1 AND started_ms < ?1 + 3600000"
+        " GROUP BY unit, team, key_id, model, region",
+    [S_DAY_BUMP] = "INSERT INTO rollup_days (day_ms, version) VALUES (?1 - ?1 % 86400000, 1)"
+                   " ON CONFLICT (day_ms) DO UPDATE SET version = version + 1",
+    [S_DAYS_PENDING] = "SELECT day_ms, version FROM rollup_days"
+                       " WHERE version > reported AND day_ms < ?1 ORDER BY day_ms",
+    [S_DAY_VERSION] = "SELECT COALESCE((SELECT version FROM rollup_days WHERE day_ms = ?1), 0)",
+    [S_DAY_DONE] = "UPDATE rollup_days SET reported = MAX(reported, ?2) WHERE day_ms = ?1",
 };
 
 static void append_cols(tg_buf_t *b, const field_t *f, size_t n)
@@ -215,6 +303,9 @@ static void generated_sql(int id, tg_buf_t *b)
     switch (id) {
     case S_KEY_INSERT:
         append_insert(b, "INSERT", "keys", tg_store_key_fields, tg_store_key_nfields);
+        break;
+    case S_ADMIN_INSERT:
+        append_insert(b, "INSERT", "admin_keys", tg_store_key_fields, tg_store_key_nfields);
         break;
     case S_KEY_LIST:
         tg_buf_appends(b, "SELECT ");
@@ -342,33 +433,12 @@ static void tx_rollback(tg_sqlite_t *s)
 static int make_parent_dirs(const char *path)
 {
     if (strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0) return 0;
-    size_t len = strlen(path);
-    char *dir = malloc(len + 1);
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path) return 0;
+    char *dir = strndup(path, (size_t)(slash - path));
     if (!dir) return TG_ENOMEM;
-    memcpy(dir, path, len + 1);
-    char *slash = strrchr(dir, '/');
-    int err = 0;
-    if (slash && slash != dir) {
-        *slash = '\0';
-        for (char *p = dir + 1; !err; p++) {
-            if (*p != '/' && *p != '\0') continue;
-            char c = *p;
-            *p = '\0';
-            struct stat sb;
-            if (mkdir(dir, 0750) != 0 && errno != EEXIST)
-                err = errno;
-            else if (stat(dir, &sb) != 0)
-                err = errno;
-            else if (!S_ISDIR(sb.st_mode))
-                err = ENOTDIR;
-            if (err) {
-                tg_error("store: cannot create directory %s: %s", dir, strerror(err));
-                err = TG_EIO;
-            }
-            *p = c;
-            if (c == '\0') break;
-        }
-    }
+    int err = tg_mkdirs(dir, 0750);
+    if (err) tg_error("store: cannot create directory %s: %s", dir, strerror(errno));
     free(dir);
     return err;
 }
@@ -507,16 +577,51 @@ static int sq_data_version(tg_store_t *st, int64_t *out)
 
 /* ---- keys ------------------------------------------------------------------ */
 
-static int sq_key_insert(tg_store_t *st, const tg_key_t *k)
+static int insert_key(tg_store_t *st, int id, const tg_key_t *k)
 {
     tg_sqlite_t *s = (tg_sqlite_t *)st;
     int err = 0;
-    sqlite3_stmt *ins = stmt_get(s, S_KEY_INSERT, &err);
+    sqlite3_stmt *ins = stmt_get(s, id, &err);
     if (!ins) return err;
     int rc = bind_row(ins, 1, tg_store_key_fields, tg_store_key_nfields, k);
     if (rc == SQLITE_OK) rc = sqlite3_step(ins);
     stmt_done(ins);
     return rc == SQLITE_DONE ? 0 : sq_fail(s, rc, "insert key");
+}
+
+static int sq_key_insert(tg_store_t *st, const tg_key_t *k)
+{
+    return insert_key(st, S_KEY_INSERT, k);
+}
+
+static int sq_admin_key_insert(tg_store_t *st, const tg_key_t *k)
+{
+    return insert_key(st, S_ADMIN_INSERT, k);
+}
+
+static int sq_admin_key_check(tg_store_t *st, const uint8_t hash[32])
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int err = 0;
+    sqlite3_stmt *q = stmt_get(s, S_ADMIN_CHECK, &err);
+    if (!q) return err;
+    sqlite3_bind_blob(q, 1, hash, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, tg_wall_ms());
+    int rc = sqlite3_step(q);
+    int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
+    stmt_done(q);
+    if (rc != SQLITE_ROW) return sq_fail(s, rc, "admin key");
+    return n > 0 ? 0 : TG_EAUTH;
+}
+
+static int sq_admin_key_count(tg_store_t *st, int64_t *active)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int err = 0;
+    sqlite3_stmt *q = stmt_get(s, S_ADMIN_COUNT, &err);
+    if (!q) return err;
+    sqlite3_bind_int64(q, 1, tg_wall_ms()); /* query_i64 keeps the binding */
+    return query_i64(s, S_ADMIN_COUNT, active, "count admin keys");
 }
 
 /* Looks up the active keys matching, then revokes only if exactly one did,
@@ -559,14 +664,19 @@ static int sq_key_revoke(tg_store_t *st, const char *id_or_prefix, int64_t now_m
     return tx_commit(s);
 }
 
-/* Collects every row of a prepared SELECT into a malloc'ed array of structs
- * described by f; the caller frees *out. */
-static int list_rows(tg_sqlite_t *s, sqlite3_stmt *st, const field_t *f, size_t nf, size_t elem,
-                     void **out, size_t *n)
+/* Fills one zeroed row from the statement's current result row. */
+typedef void (*row_fn)(sqlite3_stmt *st, void *row, const void *ctx);
+
+/* Collects every row of a prepared, bound SELECT into a malloc'ed array of
+ * elem-byte rows, each zeroed then filled by fn; the caller frees *out. */
+static int collect_rows(tg_sqlite_t *s, sqlite3_stmt *st, row_fn fn, const void *ctx, size_t elem,
+                        void **out, size_t *n, const char *what)
 {
     char *arr = NULL;
     size_t len = 0, cap = 0;
     int rc, err = 0;
+    *out = NULL;
+    *n = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (len == cap) {
             size_t ncap = cap ? cap * 2 : 64;
@@ -580,10 +690,10 @@ static int list_rows(tg_sqlite_t *s, sqlite3_stmt *st, const field_t *f, size_t 
         }
         char *row = arr + len * elem;
         memset(row, 0, elem);
-        read_row(st, f, nf, row);
+        fn(st, row, ctx);
         len++;
     }
-    if (!err && rc != SQLITE_DONE) err = sq_fail(s, rc, "list");
+    if (!err && rc != SQLITE_DONE) err = sq_fail(s, rc, what);
     stmt_done(st);
     if (err) {
         free(arr);
@@ -592,6 +702,30 @@ static int list_rows(tg_sqlite_t *s, sqlite3_stmt *st, const field_t *f, size_t 
     *out = arr;
     *n = len;
     return 0;
+}
+
+typedef struct {
+    const field_t *f;
+    size_t nf;
+} fields_t;
+
+static void read_fields(sqlite3_stmt *st, void *row, const void *ctx)
+{
+    const fields_t *fs = ctx;
+    read_row(st, fs->f, fs->nf, row);
+}
+
+/* Every row of a SELECT of the columns f describes. */
+static int list_rows(tg_sqlite_t *s, sqlite3_stmt *st, const field_t *f, size_t nf, size_t elem,
+                     void **out, size_t *n)
+{
+    fields_t fs = {f, nf};
+    return collect_rows(s, st, read_fields, &fs, elem, out, n, "list");
+}
+
+static void read_i64(sqlite3_stmt *st, void *row, const void *ctx)
+{
+    *(int64_t *)row = sqlite3_column_int64(st, 0);
 }
 
 static int sq_keys_list(tg_store_t *st, tg_key_t **out, size_t *n)
@@ -654,6 +788,245 @@ static int sq_usage_count(tg_store_t *st, int64_t *out)
     return query_i64((tg_sqlite_t *)st, S_USAGE_COUNT, out, "count usage");
 }
 
+/* ---- rollups ------------------------------------------------------------------ */
+
+/* Steps a statement whose bindings are set; rows ignored. */
+static int step_done(tg_sqlite_t *s, sqlite3_stmt *st, const char *what)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        continue;
+    stmt_done(st);
+    return rc == SQLITE_DONE ? 0 : sq_fail(s, rc, what);
+}
+
+/* Replaces an hour's rollup rows with the sums of its events, and marks its
+ * day changed. Inside the caller's transaction. A sum that overflows 64 bits
+ * fails the statement (SQLite raises "integer overflow"), so the transaction
+ * rolls back rather than store a wrong total. */
+static int resum_hour(tg_sqlite_t *s, int64_t hour_ms)
+{
+    static const int ids[] = {S_HOUR_DELETE, S_HOUR_SUM, S_DAY_BUMP};
+    static const char *const what[] = {"rollup delete", "rollup sum", "rollup day"};
+    int err = 0;
+    for (size_t i = 0; i < 3 && !err; i++) {
+        sqlite3_stmt *st = stmt_get(s, ids[i], &err);
+        if (!st) break;
+        sqlite3_bind_int64(st, 1, hour_ms);
+        err = step_done(s, st, what[i]);
+    }
+    return err;
+}
+
+static int resum_hours(tg_sqlite_t *s, const int64_t *hours, size_t n)
+{
+    int err = 0;
+    for (size_t i = 0; i < n && !err; i++)
+        err = resum_hour(s, hours[i]);
+    return err;
+}
+
+/* Rows of the ledger summed per transaction: bounds how long the write lock
+ * is held when there is a backlog (an hour is always re-summed whole). */
+#define ROLLUP_BATCH 50000
+
+static int sq_rollup_refresh(tg_store_t *st, int *hours)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int total = 0, err = 0;
+    for (;;) {
+        int64_t *arr = NULL;
+        size_t n = 0;
+        int64_t mark = 0, end = 0;
+        if ((err = tx_begin(s))) break;
+        err = query_i64(s, S_ROLLUP_MARK, &mark, "rollup mark");
+        if (!err) err = query_i64(s, S_LEDGER_END, &end, "ledger end");
+        if (!err && end <= mark) {
+            err = tx_commit(s);
+            break;
+        }
+        int64_t upto = end - mark > ROLLUP_BATCH ? mark + ROLLUP_BATCH : end;
+        sqlite3_stmt *q = err ? NULL : stmt_get(s, S_DIRTY_HOURS, &err);
+        if (q) {
+            sqlite3_bind_int64(q, 1, mark);
+            sqlite3_bind_int64(q, 2, upto);
+            void *v = NULL;
+            err = collect_rows(s, q, read_i64, NULL, sizeof(int64_t), &v, &n, "rollup hours");
+            arr = v;
+        }
+        if (!err) err = resum_hours(s, arr, n);
+        free(arr);
+        sqlite3_stmt *m = err ? NULL : stmt_get(s, S_ROLLUP_SET_MARK, &err);
+        if (m) {
+            sqlite3_bind_int64(m, 1, upto);
+            err = step_done(s, m, "rollup set mark");
+        }
+        if (err) {
+            tx_rollback(s);
+            break;
+        }
+        if ((err = tx_commit(s))) break;
+        total += (int)n;
+    }
+    if (hours) *hours = total;
+    return err;
+}
+
+static int sq_rollup_rebuild(tg_store_t *st, int64_t from_ms, int64_t to_ms)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    void *arr = NULL;
+    size_t n = 0;
+    int err = tx_begin(s);
+    if (err) return err;
+    sqlite3_stmt *q = stmt_get(s, S_RANGE_HOURS, &err);
+    if (q) {
+        sqlite3_bind_int64(q, 1, from_ms - from_ms % TG_HOUR_MS);
+        sqlite3_bind_int64(q, 2, to_ms);
+        err = collect_rows(s, q, read_i64, NULL, sizeof(int64_t), &arr, &n, "rollup hours");
+    }
+    if (!err) err = resum_hours(s, arr, n);
+    free(arr);
+    if (err) {
+        tx_rollback(s);
+        return err;
+    }
+    return tx_commit(s);
+}
+
+static void copy_col(sqlite3_stmt *st, int col, char *out, size_t cap)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    size_t len = (size_t)sqlite3_column_bytes(st, col);
+    if (len > cap - 1) len = cap - 1;
+    if (t) memcpy(out, t, len);
+    out[len] = '\0';
+}
+
+/* A row of the grouped query below. */
+static void read_rollup(sqlite3_stmt *st, void *row, const void *ctx)
+{
+    tg_rollup_row_t *r = row;
+    r->period_ms = sqlite3_column_int64(st, 0);
+    copy_col(st, 1, r->unit, sizeof(r->unit));
+    copy_col(st, 2, r->team, sizeof(r->team));
+    copy_col(st, 3, r->key_id, sizeof(r->key_id));
+    copy_col(st, 4, r->key_prefix, sizeof(r->key_prefix));
+    copy_col(st, 5, r->model, sizeof(r->model));
+    copy_col(st, 6, r->region, sizeof(r->region));
+    int64_t *sums[] = {&r->invocations,       &r->input_tokens,       &r->output_tokens,
+                       &r->cache_read_tokens, &r->cache_write_tokens, &r->images,
+                       &r->cost_input,        &r->cost_output,        &r->cost_cache_read,
+                       &r->cost_cache_write,  &r->cost_images,        &r->cost_total,
+                       &r->unpriced,          &r->estimated,          &r->failed};
+    for (int i = 0; i < 15; i++)
+        *sums[i] = sqlite3_column_int64(st, 7 + i);
+}
+
+/* The SELECT for a grouped query: columns 0..6 are the dimensions (constants
+ * for those not grouped), then the sums in tg_rollup_row_t's order. */
+static void query_sql(tg_buf_t *b, const tg_rollup_query_t *q)
+{
+    unsigned g = q->group;
+    tg_buf_appends(b, "SELECT ");
+    tg_buf_appends(b, g & TG_GROUP_HOUR  ? "h.hour_ms"
+                      : g & TG_GROUP_DAY ? "h.hour_ms - h.hour_ms % 86400000"
+                                         : "0");
+    tg_buf_appends(b, g & TG_GROUP_UNIT ? ", h.unit" : ", ''");
+    tg_buf_appends(b, g & TG_GROUP_TEAM ? ", h.team" : ", ''");
+    tg_buf_appends(b, g & TG_GROUP_KEY ? ", h.key_id, COALESCE(k.prefix, '')" : ", '', ''");
+    tg_buf_appends(b, g & TG_GROUP_MODEL ? ", h.model" : ", ''");
+    tg_buf_appends(b, g & TG_GROUP_REGION ? ", h.region" : ", ''");
+    tg_buf_appends(b, ", SUM(h.invocations), SUM(h.input_tokens), SUM(h.output_tokens),"
+                      " SUM(h.cache_read_tokens), SUM(h.cache_write_tokens), SUM(h.images),"
+                      " SUM(h.cost_input), SUM(h.cost_output), SUM(h.cost_cache_read),"
+                      " SUM(h.cost_cache_write), SUM(h.cost_images), SUM(h.cost_total),"
+                      " SUM(h.unpriced), SUM(h.estimated), SUM(h.failed) FROM usage_hourly h");
+    if (g & TG_GROUP_KEY) tg_buf_appends(b, " LEFT JOIN keys k ON k.id = h.key_id");
+    tg_buf_appends(b, " WHERE h.hour_ms >= ?1 AND h.hour_ms < ?2");
+    if (q->unit && q->unit[0]) tg_buf_appends(b, " AND h.unit = ?3");
+    if (q->team && q->team[0]) tg_buf_appends(b, " AND h.team = ?4");
+    if (q->key_id && q->key_id[0]) tg_buf_appends(b, " AND h.key_id = ?5");
+    if (q->model && q->model[0]) tg_buf_appends(b, " AND h.model = ?6");
+    tg_buf_appends(b, " GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 6, 7");
+}
+
+static int sq_rollup_query(tg_store_t *st, const tg_rollup_query_t *q, tg_rollup_row_t **out,
+                           size_t *n)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    *out = NULL;
+    *n = 0;
+    tg_buf_t sql;
+    tg_buf_init(&sql, 0);
+    query_sql(&sql, q);
+    if (!sql.data) return TG_ENOMEM;
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql.data, -1, &stmt, NULL);
+    tg_buf_free(&sql);
+    if (rc != SQLITE_OK) return sq_fail(s, rc, "rollup query");
+    /* Whole hours: a range starting mid-hour takes the hour it starts in. */
+    int64_t from = q->from_ms - q->from_ms % TG_HOUR_MS;
+    sqlite3_bind_int64(stmt, 1, from);
+    sqlite3_bind_int64(stmt, 2, q->to_ms);
+    const char *filters[] = {q->unit, q->team, q->key_id, q->model};
+    for (int i = 0; i < 4; i++)
+        if (filters[i] && filters[i][0])
+            sqlite3_bind_text(stmt, 3 + i, filters[i], -1, SQLITE_STATIC);
+    void *arr = NULL;
+    int err =
+        collect_rows(s, stmt, read_rollup, NULL, sizeof(tg_rollup_row_t), &arr, n, "rollup query");
+    sqlite3_finalize(stmt);
+    *out = arr;
+    return err;
+}
+
+static void read_day(sqlite3_stmt *st, void *row, const void *ctx)
+{
+    tg_report_day_t *d = row;
+    d->day_ms = sqlite3_column_int64(st, 0);
+    d->version = sqlite3_column_int64(st, 1);
+}
+
+static int sq_report_pending(tg_store_t *st, int64_t before_ms, tg_report_day_t **out, size_t *n)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    *out = NULL;
+    *n = 0;
+    int err = 0;
+    sqlite3_stmt *q = stmt_get(s, S_DAYS_PENDING, &err);
+    if (!q) return err;
+    sqlite3_bind_int64(q, 1, before_ms);
+    void *arr = NULL;
+    err = collect_rows(s, q, read_day, NULL, sizeof(tg_report_day_t), &arr, n, "pending reports");
+    *out = arr;
+    return err;
+}
+
+static int sq_report_version(tg_store_t *st, int64_t day_ms, int64_t *version)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int err = 0;
+    sqlite3_stmt *q = stmt_get(s, S_DAY_VERSION, &err);
+    if (!q) return err;
+    sqlite3_bind_int64(q, 1, day_ms);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) *version = sqlite3_column_int64(q, 0);
+    stmt_done(q);
+    return rc == SQLITE_ROW ? 0 : sq_fail(s, rc, "report version");
+}
+
+static int sq_report_done(tg_store_t *st, int64_t day_ms, int64_t version)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int err = 0;
+    sqlite3_stmt *u = stmt_get(s, S_DAY_DONE, &err);
+    if (!u) return err;
+    sqlite3_bind_int64(u, 1, day_ms);
+    sqlite3_bind_int64(u, 2, version);
+    return step_done(s, u, "report done");
+}
+
 static int sq_checkpoint(tg_store_t *st)
 {
     tg_sqlite_t *s = (tg_sqlite_t *)st;
@@ -671,8 +1044,17 @@ const tg_store_backend_t tg_store_sqlite_backend = {
     .key_insert = sq_key_insert,
     .key_revoke = sq_key_revoke,
     .keys_list = sq_keys_list,
+    .admin_key_insert = sq_admin_key_insert,
+    .admin_key_check = sq_admin_key_check,
+    .admin_key_count = sq_admin_key_count,
     .usage_append = sq_usage_append,
     .usage_list = sq_usage_list,
     .usage_count = sq_usage_count,
     .checkpoint = sq_checkpoint,
+    .rollup_refresh = sq_rollup_refresh,
+    .rollup_rebuild = sq_rollup_rebuild,
+    .rollup_query = sq_rollup_query,
+    .report_pending = sq_report_pending,
+    .report_version = sq_report_version,
+    .report_done = sq_report_done,
 };

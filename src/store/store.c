@@ -113,6 +113,21 @@ int tg_store_keys_list(tg_store_t *st, tg_key_t **out, size_t *n)
     return st->be->keys_list(st, out, n);
 }
 
+int tg_store_admin_key_insert(tg_store_t *st, const tg_key_t *k)
+{
+    return st->be->admin_key_insert(st, k);
+}
+
+int tg_store_admin_key_check(tg_store_t *st, const uint8_t hash[32])
+{
+    return st->be->admin_key_check(st, hash);
+}
+
+int tg_store_admin_key_count(tg_store_t *st, int64_t *active)
+{
+    return st->be->admin_key_count(st, active);
+}
+
 int tg_store_usage_append(tg_store_t *st, const tg_usage_event_t *ev, size_t n)
 {
     return st->be->usage_append(st, ev, n);
@@ -132,4 +147,35 @@ int tg_store_usage_count(tg_store_t *st, int64_t *out)
 int tg_store_checkpoint(tg_store_t *st)
 {
     return st->be->checkpoint ? st->be->checkpoint(st) : 0;
+}
+
+int tg_store_rollup_refresh(tg_store_t *st, int *hours)
+{
+    return st->be->rollup_refresh(st, hours);
+}
+
+int tg_store_rollup_rebuild(tg_store_t *st, int64_t from_ms, int64_t to_ms)
+{
+    return st->be->rollup_rebuild(st, from_ms, to_ms);
+}
+
+int tg_store_rollup_query(tg_store_t *st, const tg_rollup_query_t *q, tg_rollup_row_t **out,
+                          size_t *n)
+{
+    return st->be->rollup_query(st, q, out, n);
+}
+
+int tg_store_report_pending(tg_store_t *st, int64_t before_ms, tg_report_day_t **out, size_t *n)
+{
+    return st->be->report_pending(st, before_ms, out, n);
+}
+
+int tg_store_report_version(tg_store_t *st, int64_t day_ms, int64_t *version)
+{
+    return st->be->report_version(st, day_ms, version);
+}
+
+int tg_store_report_done(tg_store_t *st, int64_t day_ms, int64_t version)
+{
+    return st->be->report_done(st, day_ms, version);
 }

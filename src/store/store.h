@@ -44,12 +44,97 @@ int tg_store_key_revoke(tg_store_t *st, const char *id_or_prefix, int64_t now_ms
 /* *out is malloc'ed (caller frees); all keys, revoked included. */
 int tg_store_keys_list(tg_store_t *st, tg_key_t **out, size_t *n);
 
+/* Admin credentials (the admin API's own keys; same record, team empty). */
+int tg_store_admin_key_insert(tg_store_t *st, const tg_key_t *k);
+/* 0 when an active admin key has this hash, else TG_EAUTH. */
+int tg_store_admin_key_check(tg_store_t *st, const uint8_t hash[32]);
+int tg_store_admin_key_count(tg_store_t *st, int64_t *active);
+
 /* Usage ledger. One transaction for the whole batch. */
 int tg_store_usage_append(tg_store_t *st, const tg_usage_event_t *ev, size_t n);
 /* Events with started_ms in [from_ms, to_ms), oldest first; *out malloc'ed. */
 int tg_store_usage_list(tg_store_t *st, int64_t from_ms, int64_t to_ms, tg_usage_event_t **out,
                         size_t *n);
 int tg_store_usage_count(tg_store_t *st, int64_t *out);
+
+/* ---- rollups: the ledger summed per hour ----------------------------------
+ *
+ * One row per hour x unit x team x key x model x region, with every count and
+ * cost part summed exactly (integers; an overflowing sum is an error, never a
+ * wrapped number). Days, months and any other period are sums of hours.
+ *
+ * Rollups follow the ledger incrementally: the store remembers how far into
+ * the ledger (its insertion order) it has summed, and a refresh re-sums, from
+ * the events themselves, every hour that gained events since. A re-sum
+ * replaces the hour's rows, so running it again gives the same rows, and an
+ * event that arrives late (a long call started before the hour turned)
+ * simply makes its hour be summed again. */
+
+enum {
+    TG_GROUP_UNIT = 1 << 0,
+    TG_GROUP_TEAM = 1 << 1,
+    TG_GROUP_KEY = 1 << 2,
+    TG_GROUP_MODEL = 1 << 3,
+    TG_GROUP_REGION = 1 << 4,
+    TG_GROUP_DAY = 1 << 5,
+    TG_GROUP_HOUR = 1 << 6,
+    TG_GROUP_ALL = (1 << 7) - 1 - TG_GROUP_HOUR, /* the daily report's grain */
+};
+
+#define TG_HOUR_MS ((int64_t)3600000)
+#define TG_DAY_MS  ((int64_t)86400000)
+
+/* A summed row. Dimensions not grouped on are "" (period_ms 0). */
+typedef struct {
+    int64_t period_ms; /* start of the day or hour grouped on (UTC unix ms) */
+    char unit[64];
+    char team[64];
+    char key_id[40];
+    char key_prefix[16]; /* from the keys table; "" for a key it no longer has */
+    char model[128];
+    char region[32];
+    int64_t invocations, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, images;
+    int64_t cost_input, cost_output, cost_cache_read, cost_cache_write, cost_images,
+        cost_total;    /* picodollars */
+    int64_t unpriced;  /* events with no price for some or all of their usage */
+    int64_t estimated; /* events whose tokens were estimated, not the provider's */
+    int64_t failed;    /* events whose outcome was not "ok" */
+} tg_rollup_row_t;
+
+typedef struct {
+    int64_t from_ms, to_ms; /* [from, to); rounded out to whole hours */
+    unsigned group;         /* TG_GROUP_* */
+    /* Filters, NULL or "" for any. */
+    const char *unit, *team, *key_id, *model;
+} tg_rollup_query_t;
+
+/* Brings the rollups up to date with every committed event. *hours (may be
+ * NULL) is how many hours were re-summed (an hour with events in two batches
+ * counts twice). Bounded work per transaction, so a
+ * long backlog does not hold the write lock for long. */
+int tg_store_rollup_refresh(tg_store_t *st, int *hours);
+/* Re-sums every hour in [from_ms, to_ms) from the events, whatever the
+ * refresh has done (to re-run a past period). */
+int tg_store_rollup_rebuild(tg_store_t *st, int64_t from_ms, int64_t to_ms);
+/* Sums the rollups by q->group, sorted by period, unit, team, key, model,
+ * region. *out malloc'ed. Call tg_store_rollup_refresh first to include the
+ * latest events. */
+int tg_store_rollup_query(tg_store_t *st, const tg_rollup_query_t *q, tg_rollup_row_t **out,
+                          size_t *n);
+
+/* Days (UTC) whose rollups changed since their daily report was last
+ * written, oldest first, day_ms < before_ms. version says which change a
+ * report covers: pass it back to tg_store_report_done. */
+typedef struct {
+    int64_t day_ms;
+    int64_t version;
+} tg_report_day_t;
+int tg_store_report_pending(tg_store_t *st, int64_t before_ms, tg_report_day_t **out, size_t *n);
+/* The day's current version (0 when it has no events). */
+int tg_store_report_version(tg_store_t *st, int64_t day_ms, int64_t *version);
+/* Records that the day's report now covers version (a later change makes it
+ * pending again). */
+int tg_store_report_done(tg_store_t *st, int64_t day_ms, int64_t version);
 
 /* Log maintenance: a checkpoint that never blocks writers (SQLite: PASSIVE).
  * The writer runs it on a connection of its own, beside the commits, so the

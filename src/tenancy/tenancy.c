@@ -48,19 +48,31 @@ static int random_base62(char *out, size_t n)
     return 0;
 }
 
-int tg_key_generate(tg_key_t *rec, char *secret, size_t cap)
+/* A secret "<tag>" + SECRET_BODY base62 chars, and its record. */
+static int generate(tg_key_t *rec, char *secret, size_t cap, const char *tag, const char *id_tag)
 {
-    if (!rec || !secret || cap < 3 + SECRET_BODY + 1) return TG_EINVAL;
-    memcpy(secret, "tg_", 3);
-    int err = random_base62(secret + 3, SECRET_BODY);
+    size_t tl = strlen(tag);
+    if (!rec || !secret || cap < tl + SECRET_BODY + 1) return TG_EINVAL;
+    memcpy(secret, tag, tl);
+    int err = random_base62(secret + tl, SECRET_BODY);
     if (err) return err;
-    secret[3 + SECRET_BODY] = '\0';
-    tg_random_id(rec->id, sizeof(rec->id), "key_", 8);
+    secret[tl + SECRET_BODY] = '\0';
+    tg_random_id(rec->id, sizeof(rec->id), id_tag, 8);
     memset(rec->prefix, 0, sizeof(rec->prefix));
     memcpy(rec->prefix, secret, TG_KEY_PREFIX_LEN);
-    tg_key_hash(secret, 3 + SECRET_BODY, rec->hash);
+    tg_key_hash(secret, tl + SECRET_BODY, rec->hash);
     rec->created_ms = tg_wall_ms();
     return 0;
+}
+
+int tg_key_generate(tg_key_t *rec, char *secret, size_t cap)
+{
+    return generate(rec, secret, cap, "tg_", "key_");
+}
+
+int tg_admin_key_generate(tg_key_t *rec, char *secret, size_t cap)
+{
+    return generate(rec, secret, cap, "tga_", "adm_");
 }
 
 /* ---- snapshot ------------------------------------------------------------------ */

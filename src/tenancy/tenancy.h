@@ -29,6 +29,8 @@ typedef struct {
 /* Creates a new random secret "tg_" + 43 base62 chars into secret (>= 64
  * bytes) and fills rec's id, prefix, hash and created_ms. */
 int tg_key_generate(tg_key_t *rec, char *secret, size_t cap);
+/* The same for an admin credential: "tga_" + 43 base62 chars, id "adm_...". */
+int tg_admin_key_generate(tg_key_t *rec, char *secret, size_t cap);
 void tg_key_hash(const char *secret, size_t len, uint8_t out[32]);
 
 typedef struct tg_snapshot tg_snapshot_t;

@@ -28,6 +28,8 @@ export const TOOLS_DIR = process.env.TOLLGATE_TOOLS
 export const TMP_ROOT = path.join(ROOT, 'tests', 'e2e', '.tmp');
 export const KEY_RE = /^tg_[0-9A-Za-z]{43}$/;
 const LISTEN_RE = /^tollgate listening on http:\/\/(127\.0\.0\.1):(\d+)$/;
+const ADMIN_LISTEN_RE = /^tollgate admin listening on http:\/\/(127\.0\.0\.1):(\d+)$/;
+const ADMIN_KEY_RE = /^tollgate admin key \(shown once; store it now\): (tga_\S+)$/;
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -232,11 +234,17 @@ export async function waitForUsage(configFile, requestId, { timeoutMs = 5000 } =
 /**
  * Starts `bin/tollgate serve --config FILE --listen 127.0.0.1:0` and waits for
  * the one `tollgate listening on http://HOST:PORT` line. Resolves a handle:
- *   { port, url, baseURL, proc, stderr(), stdout(), stop(), kill9(), exited }
+ *   { port, url, baseURL, adminUrl, adminKey, proc, stderr(), stdout(), stop(), kill9(), exited }
+ * The admin API listens on a port of its own (adminListen, default any free
+ * loopback port; 'off' disables it). adminKey is the first admin key, printed
+ * only on the store's first start (else null).
  */
-export async function startGateway(configFile, { env = {}, timeoutMs = 10000, listen = '127.0.0.1:0' } = {}) {
+export async function startGateway(
+  configFile,
+  { env = {}, timeoutMs = 10000, listen = '127.0.0.1:0', adminListen = '127.0.0.1:0' } = {},
+) {
   requireBinary();
-  const proc = spawn(BIN, ['serve', '--config', configFile, '--listen', listen], {
+  const proc = spawn(BIN, ['serve', '--config', configFile, '--listen', listen, '--admin-listen', adminListen], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -260,6 +268,8 @@ export async function startGateway(configFile, { env = {}, timeoutMs = 10000, li
   });
   proc.on('error', () => {});
 
+  let adminPort = null;
+  let adminKey = null;
   const port = await new Promise((resolve, reject) => {
     let buf = '';
     let done = false;
@@ -282,6 +292,10 @@ export async function startGateway(configFile, { env = {}, timeoutMs = 10000, li
       while ((i = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, i).replace(/\r$/, '');
         buf = buf.slice(i + 1);
+        const a = ADMIN_LISTEN_RE.exec(line);
+        if (a) adminPort = Number(a[2]);
+        const k = ADMIN_KEY_RE.exec(line);
+        if (k) adminKey = k[1];
         const m = LISTEN_RE.exec(line);
         if (m) return finish(null, Number(m[2]));
       }
@@ -298,6 +312,8 @@ export async function startGateway(configFile, { env = {}, timeoutMs = 10000, li
     port,
     url: `http://127.0.0.1:${port}`,
     baseURL: `http://127.0.0.1:${port}/v1`,
+    adminUrl: adminPort ? `http://127.0.0.1:${adminPort}` : null,
+    adminKey,
     exited,
     stderr: () => stderr,
     stdout: () => stdout,
