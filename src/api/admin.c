@@ -1,11 +1,15 @@
-/* admin.c - the admin API's router, authentication and report endpoint.
+/* admin.c - the admin API's router, authentication, report endpoint and the
+ * governance endpoints (units, teams, keys: gov/manage.h does the work).
  *
- * A request is checked on the listener's loop (shape and parameters), then
- * its store work (the admin key lookup, the report) runs on the thread pool
- * with a store connection of its own, and the answer is sent back on the
- * loop. Admin traffic is rare, so a connection per request keeps it simple
- * and shares nothing with the workers. */
+ * A request is checked on the listener's loop (route, shape, parameters, the
+ * JSON body), then its store work (the admin key lookup, then the report or
+ * the governance operation) runs on the thread pool with a store connection
+ * of its own, and the answer is sent back on the loop. Admin traffic is
+ * rare, so a connection per request keeps it simple and shares nothing with
+ * the workers; what it writes reaches the gateway through the store. */
 #include "api/admin.h"
+
+#include "api/internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +18,7 @@
 #include <uv.h>
 
 #include "core/core.h"
+#include "gov/manage.h"
 #include "store/store.h"
 #include "usage/report.h"
 
@@ -30,12 +35,20 @@ typedef struct {
     tg_tenancy_view_t view;
 } admin_worker_t;
 
+enum { JOB_REPORT, JOB_MANAGE, JOB_LIMITS };
+
 typedef struct {
     uv_work_t work;
     tg_admin_t *a;
     tg_req_t *req;
     uint8_t hash[32];
-    /* The report asked for. */
+    int kind; /* JOB_* */
+    /* JOB_MANAGE: the operation (path and query borrowed from req, which
+     * lives until it is answered), its parsed body (owned) and answer. */
+    tg_manage_req_t mreq;
+    cJSON *mbody;
+    tg_manage_result_t mres;
+    /* JOB_REPORT: the report asked for. */
     char unit[64], team[64], key[40], model[128];
     tg_rollup_query_t q;
     int format, decimals;
@@ -67,7 +80,8 @@ static const char *format_type(int format)
     }
 }
 
-/* The snapshot the listener checked may be a moment old: the store decides. */
+/* The snapshot the listener checked may be a moment old: the store decides.
+ * A secret rotated out (the previous hash) is a tenant's too. */
 static int is_tenant_key(tg_store_t *st, const uint8_t hash[32])
 {
     tg_key_t *keys = NULL;
@@ -75,9 +89,28 @@ static int is_tenant_key(tg_store_t *st, const uint8_t hash[32])
     int found = 0;
     if (tg_store_keys_list(st, &keys, &n) == 0)
         for (size_t i = 0; i < n && !found; i++)
-            found = memcmp(keys[i].hash, hash, 32) == 0;
+            found = memcmp(keys[i].hash, hash, 32) == 0 ||
+                    (keys[i].prev_expires_ms && memcmp(keys[i].prev_hash, hash, 32) == 0);
     free(keys);
     return found;
+}
+
+/* The report into j->body, or the error. */
+static void report_work(admin_job_t *j, tg_store_t *st)
+{
+    tg_report_t r;
+    int rc = tg_report_build(st, &j->q, &r);
+    if (!rc) {
+        rc = tg_report_write(&j->body, &r, j->format, j->decimals);
+        tg_report_free(&r);
+    }
+    if (rc == TG_ETOOBIG)
+        j->status = 422, j->code = "total_too_large",
+        j->msg = "A total of this report does not fit in 64 bits; ask for a smaller range.";
+    else if (rc)
+        j->status = 503, j->code = "store_unavailable", j->msg = "The report could not be built.";
+    else
+        j->status = 200;
 }
 
 static void job_work(uv_work_t *w)
@@ -97,36 +130,98 @@ static void job_work(uv_work_t *w)
             j->msg = "This is a tenant API key; the admin API needs an admin key.";
     } else if (rc) {
         j->status = 503, j->code = "store_unavailable", j->msg = "The store did not answer.";
+    } else if (j->kind == JOB_LIMITS) {
+        j->status = 200; /* the live counters are read on the loop, in job_done */
+    } else if (j->kind == JOB_MANAGE) {
+        j->mreq.now_ms = tg_wall_ms();
+        j->status = tg_manage(st, &j->mreq, &j->mres);
+        if (j->status >= 300) j->code = j->mres.code, j->msg = j->mres.message;
     } else {
-        tg_report_t r;
-        rc = tg_report_build(st, &j->q, &r);
-        if (!rc) {
-            rc = tg_report_write(&j->body, &r, j->format, j->decimals);
-            tg_report_free(&r);
-        }
-        if (rc == TG_ETOOBIG)
-            j->status = 422, j->code = "total_too_large",
-            j->msg = "A total of this report does not fit in 64 bits; ask for a smaller range.";
-        else if (rc)
-            j->status = 503, j->code = "store_unavailable",
-            j->msg = "The report could not be built.";
-        else
-            j->status = 200;
+        report_work(j, st);
     }
     tg_store_close(st);
+}
+
+static void job_free(admin_job_t *j)
+{
+    tg_buf_free(&j->body);
+    cJSON_Delete(j->mbody);
+    cJSON_Delete(j->mres.body);
+    free(j);
+}
+
+/* GET /admin/limits?key=ID | team=ID | unit=ID: the live limits and budgets
+ * of any scope, found through a key that belongs to it. */
+static void limits_answer(admin_job_t *j)
+{
+    tg_req_t *req = j->req;
+    admin_worker_t *aw = tg_worker_data(req->worker);
+    const tg_snapshot_t *snap = tg_tenancy_view_get(&aw->view);
+    const tg_principal_t *p = NULL;
+    int first_scope = TG_SCOPE_KEY;
+    if (j->key[0]) {
+        tg_snapshot_key_by_id(snap, j->key, &p);
+    } else {
+        first_scope = j->team[0] ? TG_SCOPE_TEAM : TG_SCOPE_UNIT;
+        const char *want = j->team[0] ? j->team : j->unit;
+        for (size_t i = 0; !p && i < tg_snapshot_count(snap); i++) {
+            const tg_principal_t *q = NULL;
+            tg_snapshot_key_at(snap, i, &q);
+            if (q && q->scope_id[first_scope] && strcmp(q->scope_id[first_scope], want) == 0) p = q;
+        }
+    }
+    if (!p) {
+        tg_resp_error(req, 404, "not_found", "No key, team or unit by that id has a key.");
+        return;
+    }
+    tg_buf_t b;
+    tg_buf_init(&b, 1 << 20);
+    tg_buf_appends(&b, "{\"object\":\"limits\"");
+    int64_t now = tg_wall_ms();
+    for (int s = first_scope; s < TG_SCOPES; s++) {
+        if (!p->scope_id[s] || !p->scope_id[s][0]) continue;
+        tg_buf_appends(&b, ",");
+        tg_api_scope_json(&b, p, s, now);
+    }
+    tg_buf_appends(&b, "}");
+    if (b.data)
+        send_body(req, 200, "application/json", b.data, b.len);
+    else
+        tg_resp_error(req, 500, "internal_error", "Out of memory.");
+    tg_buf_free(&b);
 }
 
 static void job_done(uv_work_t *w, int status)
 {
     admin_job_t *j = w->data;
-    if (j->status == 200)
+    if (j->kind == JOB_MANAGE && j->status < 300 && j->mres.body) {
+        char *text = cJSON_PrintUnformatted(j->mres.body);
+        if (text)
+            send_body(j->req, j->status, "application/json", text, strlen(text));
+        else
+            tg_resp_error(j->req, 500, "internal_error", "Out of memory.");
+        free(text);
+    } else if (j->kind == JOB_LIMITS && j->status == 200) {
+        limits_answer(j);
+    } else if (j->kind == JOB_REPORT && j->status == 200) {
         send_body(j->req, 200, format_type(j->format), j->body.data ? j->body.data : "",
                   j->body.len);
-    else
-        tg_resp_error(j->req, j->status ? j->status : 500, j->code ? j->code : "internal_error",
+    } else {
+        tg_resp_error(j->req, j->status >= 300 ? j->status : 500,
+                      j->code ? j->code : "internal_error",
                       j->msg ? j->msg : "The request failed.");
-    tg_buf_free(&j->body);
-    free(j);
+    }
+    job_free(j);
+}
+
+/* Runs j on the thread pool; answers 503 itself when it cannot. */
+static void job_queue(admin_job_t *j)
+{
+    j->work.data = j;
+    if (uv_queue_work(j->req->loop, &j->work, job_work, job_done) != 0) {
+        tg_resp_error(j->req, 503, "overloaded", "The admin API is busy.");
+        job_free(j);
+    }
 }
 
 /* Reads optional parameter name into out; -1 (answered 400) when malformed. */
@@ -142,6 +237,31 @@ static int param(tg_req_t *req, const char *name, char *out, size_t cap)
              rc == TG_ETOOBIG ? "too long" : "not validly encoded");
     tg_resp_error(req, 400, "invalid_parameter", msg);
     return -1;
+}
+
+static void limits(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
+{
+    admin_job_t *j = calloc(1, sizeof(*j));
+    if (!j) {
+        tg_resp_error(req, 503, "overloaded", "Out of memory.");
+        return;
+    }
+    if (param(req, "key", j->key, sizeof(j->key)) || param(req, "team", j->team, sizeof(j->team)) ||
+        param(req, "unit", j->unit, sizeof(j->unit))) {
+        free(j);
+        return;
+    }
+    if (!!j->key[0] + !!j->team[0] + !!j->unit[0] != 1) {
+        free(j);
+        tg_resp_error(req, 400, "invalid_parameter", "Give exactly one of key, team or unit.");
+        return;
+    }
+    j->a = a;
+    j->req = req;
+    j->kind = JOB_LIMITS;
+    memcpy(j->hash, hash, 32);
+    tg_buf_init(&j->body, 0);
+    job_queue(j);
 }
 
 static void reports(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
@@ -204,11 +324,40 @@ static void reports(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
                                .key_id = j->key,
                                .model = j->model};
     tg_buf_init(&j->body, 0);
-    j->work.data = j;
-    if (uv_queue_work(req->loop, &j->work, job_work, job_done) != 0) {
-        tg_resp_error(req, 503, "overloaded", "The admin API is busy.");
-        free(j);
+    job_queue(j);
+}
+
+/* A governance endpoint (gov/manage.h): the body is parsed here, the
+ * operation runs on the pool. */
+static void manage(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
+{
+    if (req->body_len > TG_MANAGE_MAX_BODY) {
+        tg_resp_error(req, 413, "body_too_large", "The request body is larger than 64 KiB.");
+        return;
     }
+    admin_job_t *j = calloc(1, sizeof(*j));
+    if (!j) {
+        tg_resp_error(req, 503, "overloaded", "Out of memory.");
+        return;
+    }
+    if (req->body_len) {
+        j->mbody = cJSON_ParseWithLength(req->body, req->body_len);
+        if (!j->mbody) {
+            tg_resp_error(req, 400, "invalid_json", "The body is not valid JSON.");
+            job_free(j);
+            return;
+        }
+    }
+    j->a = a;
+    j->req = req;
+    j->kind = JOB_MANAGE;
+    memcpy(j->hash, hash, 32);
+    j->mreq = (tg_manage_req_t){.method = req->method,
+                                .path = req->path,
+                                .path_len = req->path_len,
+                                .query = req->query,
+                                .body = j->mbody};
+    job_queue(j);
 }
 
 /* The presented admin key's hash; -1 (answered) when there is none or it is
@@ -252,18 +401,35 @@ static void handle(tg_req_t *req, void *ctx)
         send_body(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
         return;
     }
-    int is_reports = req->path_len == 14 && memcmp(req->path, "/admin/reports", 14) == 0;
-    if (!is_reports) {
-        tg_resp_error(req, 404, "not_found", "No such admin endpoint.");
-        return;
-    }
-    if (req->method != TG_HTTP_GET) {
-        tg_resp_error(req, 405, "method_not_allowed", "Use GET.");
-        return;
-    }
     uint8_t hash[32];
+    int is_reports = req->path_len == 14 && memcmp(req->path, "/admin/reports", 14) == 0;
+    if (is_reports) {
+        if (req->method != TG_HTTP_GET) {
+            tg_resp_error(req, 405, "method_not_allowed", "Use GET.");
+            return;
+        }
+        if (admin_credential(req, aw, hash)) return;
+        reports(a, req, hash);
+        return;
+    }
+    if (req->path_len == 13 && memcmp(req->path, "/admin/limits", 13) == 0) {
+        if (req->method != TG_HTTP_GET) {
+            tg_resp_error(req, 405, "method_not_allowed", "Use GET.");
+            return;
+        }
+        if (admin_credential(req, aw, hash)) return;
+        limits(a, req, hash);
+        return;
+    }
+    /* Unknown paths and methods are answered before the key is looked at. */
+    tg_manage_req_t probe = {.method = req->method, .path = req->path, .path_len = req->path_len};
+    tg_manage_result_t res;
+    if (tg_manage_route(&probe, &res)) {
+        tg_resp_error(req, res.status, res.code, res.message);
+        return;
+    }
     if (admin_credential(req, aw, hash)) return;
-    reports(a, req, hash);
+    manage(a, req, hash);
 }
 
 static void *worker_init(tg_worker_t *w, uv_loop_t *loop, void *ctx)

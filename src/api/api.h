@@ -35,11 +35,13 @@ const tg_http_app_t *tg_gateway_app(tg_gateway_t *g);
 int tg_api_price_event(const tg_prices_t *book, const tg_model_route_t *route, int bedrock,
                        tg_usage_event_t *ev);
 
-/* Reloads the key snapshot when the store changed. data_version numbers are
+/* Reloads the snapshot of keys, teams, units and policies when the store
+ * changed (govern.c). data_version numbers are
  * per connection, so a reloader serves one connection: set seen to -1 to
  * force the next load (always done for a new connection). */
 typedef struct {
     tg_tenancy_t *tenancy;
+    struct tg_gov *gov; /* the live counters the snapshot's principals point at */
     int64_t seen;
 } tg_key_reloader_t;
 /* A tg_writer_on_tick callback; ud is a tg_key_reloader_t. */

@@ -79,6 +79,7 @@ typedef struct {
     size_t npass;
     char content_type[128];
     const tg_model_route_t *mroute; /* the configured route, NULL for a catalogue id */
+    tg_gov_ticket_t gov;            /* limits and budgets held until the event is submitted */
     tg_usage_event_t ev;
 } awscall_t;
 
@@ -111,6 +112,8 @@ static const char *error_name(int door, int status)
         return br ? "ResourceNotFoundException" : "ValidationError";
     case 429:
         return "ThrottlingException";
+    case 402:
+        return br ? "ServiceQuotaExceededException" : "ValidationError";
     case 503:
         return br ? "ServiceUnavailableException" : "ServiceUnavailable";
     case 502:
@@ -153,11 +156,15 @@ static void aws_error(tg_wctx_t *w, tg_req_t *req, int route, int status, const 
     tg_buf_free(&b);
 }
 
+static int c_route(int door)
+{
+    return door == DOOR_BEDROCK ? TG_ROUTE_BEDROCK : TG_ROUTE_SAGEMAKER;
+}
+
 static void gw_error(tg_wctx_t *w, tg_req_t *req, int door, int status, const char *code,
                      const char *msg)
 {
-    int route = door == DOOR_BEDROCK ? TG_ROUTE_BEDROCK : TG_ROUTE_SAGEMAKER;
-    aws_error(w, req, route, status, error_name(door, status), code, msg, NULL, NULL, 0);
+    aws_error(w, req, c_route(door), status, error_name(door, status), code, msg, NULL, NULL, 0);
 }
 
 /* ---- finishing ------------------------------------------------------------------ */
@@ -273,7 +280,7 @@ static void record(awscall_t *c, const char *outcome, int status)
     tg_usage_event_t *ev = &c->ev;
     fill_tokens(c, outcome);
     tg_api_submit_event(c->w, c->req, ev, outcome, status, c->mroute, c->door == DOOR_BEDROCK,
-                        on_committed, c);
+                        &c->gov, on_committed, c);
 }
 
 static void upstream_gone(awscall_t *c)
@@ -783,7 +790,21 @@ static void start_call(tg_wctx_t *w, tg_req_t *req, int door, int op, const tg_c
     }
     for (size_t i = 0; i < so.n; i++)
         lines[nl++] = so.lines[i];
+    tg_api_call_t ci = {.model = client_id,
+                        .model_len = strlen(client_id),
+                        .route = t->route,
+                        .upstream_model = t->upstream,
+                        .region = t->region,
+                        .bedrock = door == DOOR_BEDROCK,
+                        .parse_body = 1};
+    tg_api_refusal_t refusal;
+    if (tg_api_govern(w, req, who, &ci, &c->gov, &refusal)) {
+        call_free(c);
+        return aws_error(w, req, c_route(door), refusal.status, error_name(door, refusal.status),
+                         refusal.code, refusal.message, NULL, refusal.headers, refusal.nheaders);
+    }
     if (tg_writer_reserve(w->gw->writer) != 0) {
+        tg_api_gov_release(&c->gov);
         call_free(c);
         return gw_error(w, req, door, 503, "overloaded",
                         "The usage ledger is saturated; retry shortly.");
@@ -834,8 +855,9 @@ static int door_prologue(tg_wctx_t *w, tg_req_t *req, int door, tg_caller_t *who
         return -1;
     }
     const char *code, *msg;
-    if (tg_api_auth_check(w, req, who, &code, &msg)) {
-        gw_error(w, req, door, 401, code, msg);
+    int status = tg_api_auth_check(w, req, who, &code, &msg);
+    if (status) {
+        gw_error(w, req, door, status, code, msg);
         return -1;
     }
     return 0;

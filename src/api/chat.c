@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "gov/policy.h"
 #include "providers/openai.h"
 #include "providers/sse.h"
 #include "usage/cost.h"
@@ -47,6 +48,7 @@ typedef struct {
     tg_buf_t out;  /* events of one upstream read, written in one go */
     tg_sse_t sse;
     char content_type[96];
+    tg_gov_ticket_t gov; /* limits and budgets held until the event is submitted */
     tg_usage_event_t ev;
 } chat_t;
 
@@ -121,7 +123,7 @@ static void record(chat_t *c, const char *outcome, int status)
         ev->output_tokens = c->chunks_out;
         ev->token_source = TG_TOKENS_ESTIMATED;
     }
-    tg_api_submit_event(c->w, c->req, ev, outcome, status, c->route, 0, on_committed, c);
+    tg_api_submit_event(c->w, c->req, ev, outcome, status, c->route, 0, &c->gov, on_committed, c);
 }
 
 /* The upstream call is over (done, failed, or canceled by us). */
@@ -338,8 +340,21 @@ void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
         cJSON_Delete(root);
         return tg_api_error(w, req, TG_ROUTE_CHAT, bad_status, bad_code, bad_msg, NULL);
     }
+    tg_api_call_t ci = {.model = route->id,
+                        .model_len = strlen(route->id),
+                        .route = route,
+                        .upstream_model = route->upstream_model,
+                        .region = route->region,
+                        .max_output = tg_api_max_output(root)};
+    tg_gov_ticket_t gov;
+    tg_api_refusal_t refusal;
+    if (tg_api_govern(w, req, &who, &ci, &gov, &refusal)) {
+        cJSON_Delete(root);
+        return tg_api_refuse(w, req, TG_ROUTE_CHAT, &refusal);
+    }
     if (tg_writer_reserve(w->gw->writer) != 0) {
         cJSON_Delete(root);
+        tg_api_gov_release(&gov);
         return tg_api_error(w, req, TG_ROUTE_CHAT, 503, "overloaded",
                             "The usage ledger is saturated; retry shortly.", NULL);
     }
@@ -348,8 +363,10 @@ void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
     if (!c) {
         cJSON_Delete(root);
         tg_writer_unreserve(w->gw->writer);
+        tg_api_gov_release(&gov);
         return tg_api_error(w, req, TG_ROUTE_CHAT, 503, "overloaded", "Out of memory.", NULL);
     }
+    c->gov = gov;
     c->w = w;
     c->req = req;
     c->route = route;
@@ -406,17 +423,27 @@ void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
     }
 }
 
+/* Whether every policy in the caller's scope allows model id. */
+static int allowed(const tg_caller_t *who, const char *id)
+{
+    for (int s = 0; who->p && s < TG_SCOPES; s++)
+        if (!tg_policy_allows(who->p->policy[s], id, strlen(id))) return 0;
+    return 1;
+}
+
 void tg_api_models(tg_wctx_t *w, tg_req_t *req)
 {
     tg_caller_t who;
     if (tg_api_auth(w, req, TG_ROUTE_MODELS, &who)) return;
+    size_t listed = 0;
     const tg_config_t *cfg = w->gw->cfg;
     tg_buf_t b;
     tg_buf_init(&b, 0);
     int rc = tg_buf_appends(&b, "{\"object\":\"list\",\"data\":[");
     for (size_t i = 0; i < cfg->nmodels && !rc; i++) {
         const tg_model_route_t *m = &cfg->models[i];
-        rc = tg_buf_appends(&b, i ? ",{\"id\":" : "{\"id\":");
+        if (!allowed(&who, m->id)) continue;
+        rc = tg_buf_appends(&b, listed++ ? ",{\"id\":" : "{\"id\":");
         if (!rc) rc = tg_buf_json_str(&b, m->id, strlen(m->id));
         if (!rc)
             rc = tg_buf_printf(
@@ -425,7 +452,6 @@ void tg_api_models(tg_wctx_t *w, tg_req_t *req)
         if (!rc) rc = tg_buf_appends(&b, "}");
     }
     /* Then what each exposing Bedrock provider's catalogue holds. */
-    size_t listed = cfg->nmodels;
     for (size_t p = 0; p < cfg->nproviders && !rc; p++) {
         if (!cfg->providers[p].catalog_expose) continue;
         tg_catalog_snap_t *s = tg_catalog_acquire(w->gw->catalogs[p]);
@@ -433,6 +459,7 @@ void tg_api_models(tg_wctx_t *w, tg_req_t *req)
         for (size_t i = 0; s && i < s->n && !rc; i++) {
             const char *id = s->entries[i].id;
             if (tg_config_model(cfg, id, strlen(id))) continue; /* listed as a route */
+            if (!allowed(&who, id)) continue;
             rc = tg_buf_appends(&b, listed++ ? ",{\"id\":" : "{\"id\":");
             if (!rc) rc = tg_buf_json_str(&b, id, strlen(id));
             if (!rc)

@@ -36,13 +36,20 @@ void tg_api_new_id(tg_wctx_t *w, char *out, size_t cap, const char *prefix)
 
 void tg_api_submit_event(tg_wctx_t *w, tg_req_t *req, tg_usage_event_t *ev, const char *outcome,
                          int status, const tg_model_route_t *route, int bedrock,
-                         tg_writer_done_fn done, void *ud)
+                         tg_gov_ticket_t *gov, tg_writer_done_fn done, void *ud)
 {
     snprintf(ev->outcome, sizeof(ev->outcome), "%s", outcome);
     ev->status = status;
     ev->ended_ms = tg_wall_ms();
     ev->latency_us = (int64_t)((tg_now_ns() - req->start_ns) / 1000);
     tg_api_price_event(w->gw->cfg->prices, route, bedrock, ev);
+    if (gov && gov->active) {
+        /* The reservation becomes the real cost; tokens count in this minute. */
+        int64_t tokens =
+            ev->input_tokens + ev->output_tokens + ev->cache_read_tokens + ev->cache_write_tokens;
+        if (gov->soft_over) ev->over_budget = 1;
+        tg_gov_settle(gov, ev->ended_ms, tokens, ev->cost_total);
+    }
     if (tg_writer_submit(w->gw->writer, ev, w->port, done, ud) != 0) {
         tg_error("ledger refused event %s; answering anyway", ev->id);
         done(ud, TG_EBUSY);
@@ -138,34 +145,43 @@ int tg_api_auth_check(tg_wctx_t *w, tg_req_t *req, tg_caller_t *out, const char 
     } else if (!bearer(tg_req_header(req, "authorization"), &tok, &len)) {
         *code = "missing_api_key";
         *msg = "No API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'.";
-        return -1;
+        return 401;
     }
     const tg_key_t *k = NULL;
+    const tg_principal_t *p = NULL;
     const tg_snapshot_t *snap = tg_tenancy_view_get(&w->view);
-    int rc = snap ? tg_snapshot_auth(snap, tok, len, tg_wall_ms(), &k) : TG_EAUTH;
+    int rc = snap ? tg_snapshot_lookup(snap, tok, len, tg_wall_ms(), &k, &p) : TG_EAUTH;
     if (rc == TG_EREVOKED) {
         *code = "revoked_api_key", *msg = "This API key has been revoked.";
-        return -1;
+        return 401;
     }
     if (rc == TG_EEXPIRED) {
         *code = "expired_api_key", *msg = "This API key has expired.";
-        return -1;
+        return 401;
     }
     if (rc || !k) {
         *code = "invalid_api_key", *msg = "Invalid API key.";
-        return -1;
+        return 401;
+    }
+    if (p && p->disabled) {
+        int team = p->disabled == TG_PRINCIPAL_TEAM_DISABLED;
+        *code = team ? "team_disabled" : "unit_disabled";
+        *msg = team ? "This key's team is disabled." : "This key's unit is disabled.";
+        return 403;
     }
     snprintf(out->id, sizeof(out->id), "%s", k->id);
-    snprintf(out->unit, sizeof(out->unit), "%s", k->unit);
+    snprintf(out->unit, sizeof(out->unit), "%s", p ? p->unit : k->unit);
     snprintf(out->team, sizeof(out->team), "%s", k->team);
+    out->p = p;
     return 0;
 }
 
 int tg_api_auth(tg_wctx_t *w, tg_req_t *req, int route, tg_caller_t *out)
 {
     const char *code, *msg;
-    if (tg_api_auth_check(w, req, out, &code, &msg) == 0) return 0;
-    tg_api_error(w, req, route, 401, code, msg, NULL);
+    int status = tg_api_auth_check(w, req, out, &code, &msg);
+    if (status == 0) return 0;
+    tg_api_error(w, req, route, status, code, msg, NULL);
     return -1;
 }
 
@@ -231,6 +247,14 @@ static void handle(tg_req_t *req, void *ctx)
     if (path_is(req, "/v1/models")) {
         if (!get) return method_not_allowed(w, req, TG_ROUTE_MODELS, "GET");
         return tg_api_models(w, req);
+    }
+    if (path_is(req, "/v1/limits")) {
+        if (!get) return method_not_allowed(w, req, TG_ROUTE_OTHER, "GET");
+        return tg_api_limits(w, req);
+    }
+    if (path_is(req, "/v1/usage")) {
+        if (!get) return method_not_allowed(w, req, TG_ROUTE_OTHER, "GET");
+        return tg_api_usage(w, req);
     }
     if (req->path_len > 7 && memcmp(req->path, "/model/", 7) == 0) return tg_api_bedrock(w, req);
     if (req->path_len > 11 && memcmp(req->path, "/endpoints/", 11) == 0)
@@ -404,25 +428,4 @@ int tg_gateway_start_aws(tg_gateway_t *g, uint32_t wait_ms)
 const tg_http_app_t *tg_gateway_app(tg_gateway_t *g)
 {
     return &g->app;
-}
-
-/* ---- key reload on the writer thread -------------------------------------- */
-
-void tg_gateway_reload_tick(tg_store_t *st, void *ud)
-{
-    tg_key_reloader_t *r = ud;
-    int64_t ver;
-    if (tg_store_data_version(st, &ver)) return;
-    /* data_version moves only on other connections' commits; the keys CLI is
-     * one. The first tick always loads. */
-    if (ver == r->seen) return;
-    tg_key_t *keys = NULL;
-    size_t n = 0;
-    tg_snapshot_t *snap = NULL;
-    if (tg_store_keys_list(st, &keys, &n) == 0 && tg_snapshot_build(&snap, keys, n) == 0) {
-        tg_tenancy_publish(r->tenancy, snap);
-        if (r->seen != -1) tg_info("reloaded %zu API keys", n);
-        r->seen = ver;
-    }
-    free(keys);
 }

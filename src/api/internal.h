@@ -3,7 +3,10 @@
 #ifndef TG_API_INTERNAL_H
 #define TG_API_INTERNAL_H
 
+#include <cjson/cJSON.h>
+
 #include "api/api.h"
+#include "gov/limits.h"
 #include "providers/awsauth.h"
 #include "providers/catalog.h"
 #include "upstream/upstream.h"
@@ -38,16 +41,69 @@ typedef struct {
  * long call, so it is copied). */
 typedef struct {
     char id[40];
-    char unit[64];
+    char unit[64]; /* the key's team's unit */
     char team[64];
+    /* Governance: valid only while the handler runs synchronously (the
+     * worker's view may move to a newer snapshot at its next request). */
+    const tg_principal_t *p;
 } tg_caller_t;
 
-/* Authenticates req; on failure sends the 401 and returns non-zero. */
+/* Authenticates req; on failure sends the 401 (403 for a disabled team or
+ * unit) and returns non-zero. */
 int tg_api_auth(tg_wctx_t *w, tg_req_t *req, int route, tg_caller_t *out);
-/* Authenticates without answering: on failure returns non-zero with the
- * error's code and message (static strings), for doors with their own shape. */
+/* Authenticates without answering: on failure returns the status (401, or
+ * 403 for a disabled team or unit) with the error's code and message (static
+ * strings), for doors with their own shape. */
 int tg_api_auth_check(tg_wctx_t *w, tg_req_t *req, tg_caller_t *out, const char **code,
                       const char **msg);
+
+/* ---- governance (govern.c) ----------------------------------------------- */
+
+/* The most output tokens a call may produce when its request does not say. */
+#define TG_DEFAULT_MAX_OUTPUT 4096
+
+/* What governance needs to know of a call about to be forwarded. */
+typedef struct {
+    const char *model; /* the id the client asked for */
+    size_t model_len;
+    const tg_model_route_t *route; /* NULL for a catalogue id */
+    const char *upstream_model;    /* for pricing the worst case */
+    const char *region;
+    int bedrock;
+    int64_t max_output; /* from the request (tg_api_max_output); 0 = not said */
+    int parse_body;     /* max_output not known: read it from the JSON body if needed */
+} tg_api_call_t;
+
+#define TG_API_REFUSAL_HEADERS 4
+/* A refusal, to be sent in the door's own shape. */
+typedef struct {
+    int status;       /* 403, 429, 402 */
+    const char *code; /* static */
+    char message[400];
+    char detail[512]; /* more JSON members for the error object (",\"budget\":{...}") or "" */
+    tg_header_t headers[TG_API_REFUSAL_HEADERS]; /* Retry-After, x-ratelimit-* */
+    size_t nheaders;
+    char hval[TG_API_REFUSAL_HEADERS][32];
+} tg_api_refusal_t;
+
+/* The checks before forwarding: the team_id header is the key's team, the
+ * model is allowed by the key's, team's and unit's policies, and the call is
+ * admitted against every limit and budget in scope (reserving its worst-case
+ * cost). 0: forward, and settle *t exactly once (tg_api_submit_event does, or
+ * tg_api_gov_release when the call ends before that). -1: *r says why; nothing
+ * is held. r's header values point into r itself. */
+int tg_api_govern(tg_wctx_t *w, tg_req_t *req, const tg_caller_t *who, const tg_api_call_t *ci,
+                  tg_gov_ticket_t *t, tg_api_refusal_t *r);
+void tg_api_gov_release(tg_gov_ticket_t *t);
+/* Sends a refusal in the OpenAI error shape (with its headers). */
+void tg_api_refuse(tg_wctx_t *w, tg_req_t *req, int route, const tg_api_refusal_t *r);
+/* The most output the request's JSON allows (max_tokens and its kin), or 0. */
+int64_t tg_api_max_output(const cJSON *root);
+/* Appends "scope":{id, models, limits, budgets} for scope s of p, live. */
+void tg_api_scope_json(tg_buf_t *b, const tg_principal_t *p, int s, int64_t now);
+/* GET /v1/limits and GET /v1/usage: the caller's own. */
+void tg_api_limits(tg_wctx_t *w, tg_req_t *req);
+void tg_api_usage(tg_wctx_t *w, tg_req_t *req);
 /* Sends a JSON error, counts it, logs it. */
 void tg_api_error(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *code,
                   const char *msg, const char *request_id);
@@ -58,12 +114,13 @@ void tg_api_send(tg_wctx_t *w, tg_req_t *req, int route, int status, const char 
 void tg_api_log(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *request_id,
                 const char *key_id);
 /* Finishes ev (outcome, status, end time, latency from req's start, cost as
- * tg_api_price_event) and hands it to the ledger writer; done runs once it is
+ * tg_api_price_event), settles gov (may be NULL) with the real tokens and cost,
+ * and hands ev to the ledger writer; done runs once it is
  * durable, or at once when the writer refused it (logged: the client is
  * answered anyway). */
 void tg_api_submit_event(tg_wctx_t *w, tg_req_t *req, tg_usage_event_t *ev, const char *outcome,
                          int status, const tg_model_route_t *route, int bedrock,
-                         tg_writer_done_fn done, void *ud);
+                         tg_gov_ticket_t *gov, tg_writer_done_fn done, void *ud);
 /* Writes a fresh id: prefix + 32 hex characters. */
 void tg_api_new_id(tg_wctx_t *w, char *out, size_t cap, const char *prefix);
 

@@ -16,4 +16,10 @@ int tg_cmd_report(int argc, char **argv);
 /* tollgate usage import: events from JSON lines (cmd_report.c). */
 int tg_cmd_usage_import(int argc, char **argv);
 
+/* tollgate units|teams ..., keys create|show|update|rotate (cmd_gov.c):
+ * group is "units", "teams" or "keys"; argv[0] is the subcommand. */
+int tg_cmd_gov(const char *group, int argc, char **argv);
+/* Whether cmd_gov.c has group's subcommand sub. */
+int tg_cmd_gov_has(const char *group, const char *sub);
+
 #endif

@@ -2,9 +2,10 @@
  *
  *   tollgate serve --config FILE [--listen HOST:PORT] [--admin-listen HOST:PORT|off]
  *   tollgate admin create-key --config FILE [--name NAME]
- *   tollgate keys create --config FILE --team TEAM [--name NAME] [--expires-in SECONDS]
  *   tollgate keys list --config FILE [--json]
  *   tollgate keys revoke --config FILE ID_OR_PREFIX
+ *   tollgate keys create|show|update|rotate ... (cmd_gov.c; takes its own options)
+ *   tollgate units|teams ... (cmd_gov.c; takes its own options)
  *   tollgate usage list --config FILE [--since UNIX_MS] [--until UNIX_MS]
  *   tollgate usage import ... (cmd_report.c; takes its own options)
  *   tollgate report [run] ... (cmd_report.c; takes its own options)
@@ -24,6 +25,7 @@
 #include "api/admin.h"
 #include "api/api.h"
 #include "aws/credentials.h"
+#include "gov/limits.h"
 #include "providers/awsauth.h"
 #include "cli/cli.h"
 #include "upstream/upstream.h"
@@ -37,8 +39,15 @@ static const char usage_text[] =
     "  tollgate serve --config FILE [--listen HOST:PORT] [--admin-listen HOST:PORT|off]\n"
     "  tollgate admin create-key --config FILE [--name NAME]\n"
     "  tollgate keys create --config FILE --team TEAM [--name NAME] [--expires-in SECONDS]\n"
+    "                       [--policy JSON|@FILE]\n"
     "  tollgate keys list --config FILE [--json]\n"
+    "  tollgate keys show ID --config FILE\n"
+    "  tollgate keys update ID --config FILE [--name N] [--expires-in SECONDS]\n"
+    "                       [--policy JSON|@FILE|none]\n"
+    "  tollgate keys rotate ID --config FILE [--grace SECONDS]\n"
     "  tollgate keys revoke --config FILE ID_OR_PREFIX\n"
+    "  tollgate units create|list|show|update|disable|enable ... (see docs/cli.md)\n"
+    "  tollgate teams create|list|show|update|disable|enable ... (see docs/cli.md)\n"
     "  tollgate usage list --config FILE [--since UNIX_MS] [--until UNIX_MS]\n"
     "  tollgate usage import --config FILE [FILE|-]\n"
     "  tollgate report --config FILE --from DATE [--to DATE] [--group-by LIST]\n"
@@ -50,7 +59,7 @@ static const char usage_text[] =
     "  tollgate version\n";
 
 typedef struct {
-    const char *config, *listen, *admin_listen, *team, *name, *expires_in, *since, *until;
+    const char *config, *listen, *admin_listen, *name, *since, *until;
     int json;
     const char *pos[4];
     int npos;
@@ -64,9 +73,7 @@ static int parse_args(int argc, char **argv, args_t *a)
         const char **slot = strcmp(s, "--config") == 0         ? &a->config
                             : strcmp(s, "--listen") == 0       ? &a->listen
                             : strcmp(s, "--admin-listen") == 0 ? &a->admin_listen
-                            : strcmp(s, "--team") == 0         ? &a->team
                             : strcmp(s, "--name") == 0         ? &a->name
-                            : strcmp(s, "--expires-in") == 0   ? &a->expires_in
                             : strcmp(s, "--since") == 0        ? &a->since
                             : strcmp(s, "--until") == 0        ? &a->until
                                                                : NULL;
@@ -225,13 +232,16 @@ static int cmd_serve(const args_t *a)
     tg_reportjob_t *reports = NULL;
     tg_report_s3_t *s3 = NULL;
     tg_aws_credprov_t *s3creds = NULL;
-    tg_key_reloader_t reloader = {NULL, -1};
+    tg_key_reloader_t reloader = {NULL, NULL, -1};
+    tg_gov_t *gov = NULL;
     tg_store_t *st = open_store(cfg);
-    if (!st || tg_upstream_global_init() || tg_tenancy_create(&ten)) goto out;
+    if (!st || tg_upstream_global_init() || tg_tenancy_create(&ten) || tg_gov_create(&gov))
+        goto out;
     if (cfg->admin_port >= 0 && first_admin_key(st)) goto out;
     /* Keys are loaded before the first request; later changes by the writer
      * tick, whose own connection starts over (seen = -1: its first tick loads). */
     reloader.tenancy = ten;
+    reloader.gov = gov;
     tg_gateway_reload_tick(st, &reloader);
     reloader.seen = -1;
     tg_store_close(st);
@@ -318,7 +328,8 @@ out:
     if (writer) tg_writer_stop(writer); /* commits everything still queued */
     tg_gateway_destroy(gw);
     tg_metrics_destroy(metrics);
-    if (ten) tg_tenancy_destroy(ten);
+    if (ten) tg_tenancy_destroy(ten); /* its snapshots point at gov's counters */
+    tg_gov_destroy(gov);
     if (st) tg_store_close(st);
     tg_upstream_global_cleanup();
     tg_config_free(cfg);
@@ -349,47 +360,25 @@ static void print_json(cJSON *j)
     cJSON_Delete(j);
 }
 
+/* keys list and revoke; create, show, update and rotate are cmd_gov.c's. */
 static int cmd_keys(const args_t *a)
 {
     const char *sub = a->npos > 1 ? a->pos[1] : "";
-    if (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "revoke")) {
-        fprintf(stderr, "tollgate: keys needs create, list or revoke\n%s", usage_text);
-        return 2;
-    }
-    if (strcmp(sub, "create") == 0 && (!a->team || !a->team[0])) {
-        fprintf(stderr, "tollgate: keys create needs --team TEAM\n");
+    if (strcmp(sub, "list") && strcmp(sub, "revoke")) {
+        fprintf(stderr, "tollgate: keys needs create, list, show, update, rotate or revoke\n%s",
+                usage_text);
         return 2;
     }
     if (strcmp(sub, "revoke") == 0 && a->npos < 3) {
         fprintf(stderr, "tollgate: keys revoke needs a key id or prefix\n");
         return 2;
     }
-    int64_t expires_in = 0;
-    if (a->expires_in && parse_i64(a->expires_in, "--expires-in", &expires_in)) return 2;
     tg_config_t *cfg = load_config(a);
     if (!cfg) return 2;
     tg_store_t *st = open_store(cfg);
     int status = 1, rc;
     if (!st) goto out;
-    if (strcmp(sub, "create") == 0) {
-        tg_key_t k;
-        char secret[TG_KEY_SECRET_MAX];
-        memset(&k, 0, sizeof(k));
-        if (strlen(a->team) >= sizeof(k.team) || (a->name && strlen(a->name) >= sizeof(k.name))) {
-            fprintf(stderr, "tollgate: --team and --name must be under 64 characters\n");
-            goto out;
-        }
-        if ((rc = tg_key_generate(&k, secret, sizeof(secret)))) goto fail;
-        snprintf(k.team, sizeof(k.team), "%s", a->team);
-        snprintf(k.name, sizeof(k.name), "%s", a->name ? a->name : "");
-        if (expires_in) k.expires_ms = k.created_ms + expires_in * 1000;
-        if ((rc = tg_store_key_insert(st, &k))) goto fail;
-        printf("Created key %s for team %s (prefix %s). It is shown once: store it now.\n", k.id,
-               k.team, k.prefix);
-        printf("%s\n", secret);
-        memset(secret, 0, sizeof(secret));
-        status = 0;
-    } else if (strcmp(sub, "list") == 0) {
+    if (strcmp(sub, "list") == 0) {
         tg_key_t *keys = NULL;
         size_t n = 0;
         if ((rc = tg_store_keys_list(st, &keys, &n))) goto fail;
@@ -495,6 +484,7 @@ static cJSON *event_json(const tg_usage_event_t *e)
     C(cost_total);
     S(price_version);
     cJSON_AddBoolToObject(o, "unpriced", e->unpriced);
+    cJSON_AddBoolToObject(o, "over_budget", e->over_budget);
     N(latency_us), N(ttfb_us);
 #undef C
 #undef S
@@ -548,6 +538,9 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "report") == 0) return tg_cmd_report(argc - 2, argv + 2);
     if (strcmp(argv[1], "usage") == 0 && argc > 2 && strcmp(argv[2], "import") == 0)
         return tg_cmd_usage_import(argc - 3, argv + 3);
+    if (strcmp(argv[1], "units") == 0 || strcmp(argv[1], "teams") == 0 ||
+        (strcmp(argv[1], "keys") == 0 && argc > 2 && tg_cmd_gov_has("keys", argv[2])))
+        return tg_cmd_gov(argv[1], argc - 2, argv + 2);
     if (parse_args(argc - 1, argv + 1, &a)) return 2;
     const char *cmd = a.npos ? a.pos[0] : "";
     if (strcmp(cmd, "serve") == 0) return cmd_serve(&a);

@@ -589,9 +589,13 @@ static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, cons
                                          "custom_attributes",
                                          "format",
                                          "price",
+                                         "max_output_tokens",
                                          NULL};
     int rc;
     char *prov = NULL, fp[256];
+    uint64_t max_out = 4096;
+    if ((rc = get_uint(x, o, p, "max_output_tokens", 1, 10000000, &max_out))) return rc;
+    m->max_output_tokens = (int64_t)max_out;
     if ((rc = check_fields(x, o, p, fields))) return rc;
     if ((rc = get_str(x, o, p, "id", 1, &m->id)) || (rc = get_str(x, o, p, "provider", 1, &prov)) ||
         (rc = get_str(x, o, p, "upstream_model", 0, &m->upstream_model)) ||

@@ -84,6 +84,9 @@ typedef struct {
     char *custom_attributes;
     int format;    /* sagemaker: TG_SM_FORMAT_* */
     int has_price; /* the route carries its own price (book key TG_PRICE_ROUTE + id) */
+    /* Budgets reserve this much output for a call whose request sets no
+     * max_tokens (or its kin); default 4096. */
+    int64_t max_output_tokens;
 } tg_model_route_t;
 
 /* reports: rollups on a schedule, daily report files, optional S3 copy. */

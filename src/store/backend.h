@@ -20,6 +20,17 @@ typedef struct tg_store_backend {
     int (*key_insert)(tg_store_t *st, const tg_key_t *k);
     int (*key_revoke)(tg_store_t *st, const char *id_or_prefix, int64_t now_ms);
     int (*keys_list)(tg_store_t *st, tg_key_t **out, size_t *n);
+    int (*key_update)(tg_store_t *st, const char *id, const char *name, int64_t expires_ms);
+    int (*key_rotate)(tg_store_t *st, const char *id, const uint8_t hash[32], const char *prefix,
+                      int64_t prev_expires_ms);
+    int (*unit_insert)(tg_store_t *st, const tg_unit_t *u);
+    int (*unit_update)(tg_store_t *st, const tg_unit_t *u);
+    int (*units_list)(tg_store_t *st, tg_unit_t **out, size_t *n);
+    int (*team_insert)(tg_store_t *st, const tg_team_t *t);
+    int (*team_update)(tg_store_t *st, const tg_team_t *t);
+    int (*teams_list)(tg_store_t *st, tg_team_t **out, size_t *n);
+    int (*policy_set)(tg_store_t *st, const char *entity, const char *json, int64_t now_ms);
+    int (*policies_list)(tg_store_t *st, tg_policy_row_t **out, size_t *n);
     int (*admin_key_insert)(tg_store_t *st, const tg_key_t *k);
     int (*admin_key_check)(tg_store_t *st, const uint8_t hash[32]);
     int (*admin_key_count)(tg_store_t *st, int64_t *active);
@@ -27,6 +38,8 @@ typedef struct tg_store_backend {
     int (*usage_list)(tg_store_t *st, int64_t from_ms, int64_t to_ms, tg_usage_event_t **out,
                       size_t *n);
     int (*usage_count)(tg_store_t *st, int64_t *out);
+    int (*usage_totals)(tg_store_t *st, unsigned scope, int64_t since_ms, tg_usage_total_t **out,
+                        size_t *n);
     int (*checkpoint)(tg_store_t *st);
     int (*rollup_refresh)(tg_store_t *st, int *hours);
     int (*rollup_rebuild)(tg_store_t *st, int64_t from_ms, int64_t to_ms);
@@ -52,6 +65,12 @@ extern const tg_store_field_t tg_store_key_fields[];
 extern const size_t tg_store_key_nfields;
 extern const tg_store_field_t tg_store_usage_fields[];
 extern const size_t tg_store_usage_nfields;
+/* Units and teams: id first (the primary key), then the columns an update
+ * replaces, then created_ms last (set once, at insert). */
+extern const tg_store_field_t tg_store_unit_fields[];
+extern const size_t tg_store_unit_nfields;
+extern const tg_store_field_t tg_store_team_fields[];
+extern const size_t tg_store_team_nfields;
 
 /* The common head of every backend connection. */
 struct tg_store {

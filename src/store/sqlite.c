@@ -1,5 +1,5 @@
-/* sqlite.c - the embedded store backend: keys and the usage ledger in one
- * SQLite file.
+/* sqlite.c - the embedded store backend: keys, governance (units, teams,
+ * policies) and the usage ledger in one SQLite file.
  *
  * Why it is built this way:
  * - WAL with synchronous=NORMAL: a commit is in the WAL (the OS page cache)
@@ -126,6 +126,35 @@ static const char *const migrations[] = {
     " created_ms INTEGER NOT NULL,"
     " expires_ms INTEGER NOT NULL DEFAULT 0,"
     " revoked_ms INTEGER NOT NULL DEFAULT 0);",
+    /* 4: governance: units, teams, their policies (and keys'), and key
+     * rotation: the secret replaced last, accepted until prev_expires_ms.
+     * prev_hash has no UNIQUE constraint: the live hashes stay unique, and
+     * rotation checks a new hash against both columns itself. */
+    "CREATE TABLE units ("
+    " id TEXT PRIMARY KEY,"
+    " name TEXT NOT NULL DEFAULT '',"
+    " created_ms INTEGER NOT NULL,"
+    " updated_ms INTEGER NOT NULL,"
+    " disabled_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE teams ("
+    " id TEXT PRIMARY KEY,"
+    " unit TEXT NOT NULL DEFAULT '',"
+    " name TEXT NOT NULL DEFAULT '',"
+    " cost_center TEXT NOT NULL DEFAULT '',"
+    " created_ms INTEGER NOT NULL,"
+    " updated_ms INTEGER NOT NULL,"
+    " disabled_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX teams_unit ON teams(unit);"
+    "CREATE TABLE policies ("
+    " entity TEXT PRIMARY KEY,"
+    " json TEXT NOT NULL,"
+    " updated_ms INTEGER NOT NULL);"
+    "ALTER TABLE keys ADD COLUMN prev_hash BLOB NOT NULL DEFAULT x'';"
+    "ALTER TABLE keys ADD COLUMN prev_expires_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE admin_keys ADD COLUMN prev_hash BLOB NOT NULL DEFAULT x'';"
+    "ALTER TABLE admin_keys ADD COLUMN prev_expires_ms INTEGER NOT NULL DEFAULT 0;",
+    /* 5: calls admitted past a soft budget (allowed and flagged). */
+    "ALTER TABLE usage_events ADD COLUMN over_budget INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -225,6 +254,21 @@ enum {
     S_DAYS_PENDING,
     S_DAY_VERSION,
     S_DAY_DONE,
+    S_KEY_UPDATE,
+    S_HASH_TAKEN,
+    S_KEY_ROTATE,
+    S_UNIT_INSERT,
+    S_UNIT_UPDATE,
+    S_UNIT_LIST,
+    S_TEAM_INSERT,
+    S_TEAM_UPDATE,
+    S_TEAM_LIST,
+    S_POLICY_SET,
+    S_POLICY_DELETE,
+    S_POLICY_LIST,
+    S_TOTALS_KEY,
+    S_TOTALS_TEAM,
+    S_TOTALS_UNIT,
     S__COUNT
 };
 
@@ -233,6 +277,13 @@ typedef struct {
     sqlite3 *db;
     sqlite3_stmt *stmts[S__COUNT]; /* prepared on first use, finalized at close */
 } tg_sqlite_t;
+
+/* The ledger summed per key, team or unit since ?1. Events without the
+ * dimension ("" key, team or unit) have no row. */
+#define TOTALS(col)                                                                                \
+    "SELECT " col ", COUNT(*), SUM(input_tokens + output_tokens + cache_read_tokens"               \
+    " + cache_write_tokens), SUM(cost_total) FROM usage_events"                                    \
+    " WHERE started_ms >= ?1 AND " col " != '' GROUP BY 1 ORDER BY 1"
 
 /* Fixed statements; NULL entries are generated from the field tables. */
 static const char *const stmt_sql[S__COUNT] = {
@@ -278,6 +329,18 @@ static const char *const stmt_sql[S__COUNT] = {
                        " WHERE version > reported AND day_ms < ?1 ORDER BY day_ms",
     [S_DAY_VERSION] = "SELECT COALESCE((SELECT version FROM rollup_days WHERE day_ms = ?1), 0)",
     [S_DAY_DONE] = "UPDATE rollup_days SET reported = MAX(reported, ?2) WHERE day_ms = ?1",
+    [S_KEY_UPDATE] = "UPDATE keys SET name = ?2, expires_ms = ?3 WHERE id = ?1",
+    [S_HASH_TAKEN] = "SELECT COUNT(*) FROM keys WHERE hash = ?1 OR prev_hash = ?1",
+    [S_KEY_ROTATE] = "UPDATE keys SET prev_hash = hash, prev_expires_ms = ?4, hash = ?2,"
+                     " prefix = ?3 WHERE id = ?1 AND revoked_ms = 0",
+    [S_POLICY_SET] = "INSERT INTO policies (entity, json, updated_ms) VALUES (?1, ?2, ?3)"
+                     " ON CONFLICT (entity) DO UPDATE SET json = excluded.json,"
+                     " updated_ms = excluded.updated_ms",
+    [S_POLICY_DELETE] = "DELETE FROM policies WHERE entity = ?1",
+    [S_POLICY_LIST] = "SELECT entity, json, updated_ms FROM policies ORDER BY entity",
+    [S_TOTALS_KEY] = TOTALS("key_id"),
+    [S_TOTALS_TEAM] = TOTALS("team"),
+    [S_TOTALS_UNIT] = TOTALS("unit"),
 };
 
 static void append_cols(tg_buf_t *b, const field_t *f, size_t n)
@@ -297,6 +360,24 @@ static void append_insert(tg_buf_t *b, const char *verb, const char *table, cons
     tg_buf_appends(b, ")");
 }
 
+/* UPDATE table SET <f[1..n-2]> WHERE <f[0]>: the first field is the key, the
+ * last (created_ms) is never updated; parameters in field order. */
+static void append_update(tg_buf_t *b, const char *table, const field_t *f, size_t n)
+{
+    tg_buf_printf(b, "UPDATE %s SET ", table);
+    for (size_t i = 1; i + 1 < n; i++)
+        tg_buf_printf(b, "%s%s = ?%zu", i > 1 ? ", " : "", f[i].name, i + 1);
+    tg_buf_printf(b, " WHERE %s = ?1", f[0].name);
+}
+
+static void append_select(tg_buf_t *b, const char *table, const field_t *f, size_t n,
+                          const char *order)
+{
+    tg_buf_appends(b, "SELECT ");
+    append_cols(b, f, n);
+    tg_buf_printf(b, " FROM %s ORDER BY %s", table, order);
+}
+
 /* Writes the SQL of a generated statement into b. */
 static void generated_sql(int id, tg_buf_t *b)
 {
@@ -308,9 +389,25 @@ static void generated_sql(int id, tg_buf_t *b)
         append_insert(b, "INSERT", "admin_keys", tg_store_key_fields, tg_store_key_nfields);
         break;
     case S_KEY_LIST:
-        tg_buf_appends(b, "SELECT ");
-        append_cols(b, tg_store_key_fields, tg_store_key_nfields);
-        tg_buf_appends(b, " FROM keys ORDER BY created_ms, id");
+        append_select(b, "keys", tg_store_key_fields, tg_store_key_nfields, "created_ms, id");
+        break;
+    case S_UNIT_INSERT:
+        append_insert(b, "INSERT", "units", tg_store_unit_fields, tg_store_unit_nfields);
+        break;
+    case S_UNIT_UPDATE:
+        append_update(b, "units", tg_store_unit_fields, tg_store_unit_nfields);
+        break;
+    case S_UNIT_LIST:
+        append_select(b, "units", tg_store_unit_fields, tg_store_unit_nfields, "id");
+        break;
+    case S_TEAM_INSERT:
+        append_insert(b, "INSERT", "teams", tg_store_team_fields, tg_store_team_nfields);
+        break;
+    case S_TEAM_UPDATE:
+        append_update(b, "teams", tg_store_team_fields, tg_store_team_nfields);
+        break;
+    case S_TEAM_LIST:
+        append_select(b, "teams", tg_store_team_fields, tg_store_team_nfields, "id");
         break;
     case S_USAGE_INSERT:
         /* OR IGNORE: re-appending an event (a retried batch) is a no-op. */
@@ -1027,6 +1124,217 @@ static int sq_report_done(tg_store_t *st, int64_t day_ms, int64_t version)
     return step_done(s, u, "report done");
 }
 
+/* ---- governance: units, teams, policies, key changes ---------------------------- */
+
+/* Steps a bound UPDATE; TG_ENOTFOUND when it changed no row. */
+static int update_one(tg_sqlite_t *s, sqlite3_stmt *u, const char *what)
+{
+    int err = step_done(s, u, what);
+    if (!err && sqlite3_changes(s->db) == 0) err = TG_ENOTFOUND;
+    return err;
+}
+
+static int sq_key_update(tg_store_t *st, const char *id, const char *name, int64_t expires_ms)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int err = 0;
+    sqlite3_stmt *u = stmt_get(s, S_KEY_UPDATE, &err);
+    if (!u) return err;
+    sqlite3_bind_text(u, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(u, 2, name ? name : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(u, 3, expires_ms);
+    return update_one(s, u, "update key");
+}
+
+/* The new hash must not be any key's, current or previous: a presented
+ * secret then names at most one key. The UPDATE's UNIQUE constraint covers
+ * the current hashes again, the check the previous ones. */
+static int sq_key_rotate(tg_store_t *st, const char *id, const uint8_t hash[32], const char *prefix,
+                         int64_t prev_expires_ms)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    if (!id || !id[0] || !prefix || !prefix[0]) return TG_EINVAL;
+    int err = tx_begin(s);
+    if (err) return err;
+    sqlite3_stmt *q = stmt_get(s, S_HASH_TAKEN, &err);
+    if (q) {
+        sqlite3_bind_blob(q, 1, hash, 32, SQLITE_STATIC);
+        int64_t taken = 0;
+        err = query_i64(s, S_HASH_TAKEN, &taken, "rotate key");
+        if (!err && taken) err = TG_EEXIST;
+    }
+    sqlite3_stmt *u = err ? NULL : stmt_get(s, S_KEY_ROTATE, &err);
+    if (u) {
+        sqlite3_bind_text(u, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(u, 2, hash, 32, SQLITE_STATIC);
+        sqlite3_bind_text(u, 3, prefix, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(u, 4, prev_expires_ms);
+        err = update_one(s, u, "rotate key");
+    }
+    if (err) {
+        tx_rollback(s);
+        return err;
+    }
+    return tx_commit(s);
+}
+
+/* Binds n fields of row to a statement generated by append_insert (all
+ * fields) or append_update (all but the last) and runs it; an update that
+ * changes no row is TG_ENOTFOUND. */
+static int write_row(tg_sqlite_t *s, int id, const field_t *f, size_t n, const void *row,
+                     int update, const char *what)
+{
+    int err = 0;
+    sqlite3_stmt *w = stmt_get(s, id, &err);
+    if (!w) return err;
+    int rc = bind_row(w, 1, f, n, row);
+    if (rc != SQLITE_OK) {
+        stmt_done(w);
+        return sq_fail(s, rc, what);
+    }
+    return update ? update_one(s, w, what) : step_done(s, w, what);
+}
+
+static int sq_unit_insert(tg_store_t *st, const tg_unit_t *u)
+{
+    return write_row((tg_sqlite_t *)st, S_UNIT_INSERT, tg_store_unit_fields, tg_store_unit_nfields,
+                     u, 0, "insert unit");
+}
+
+static int sq_unit_update(tg_store_t *st, const tg_unit_t *u)
+{
+    return write_row((tg_sqlite_t *)st, S_UNIT_UPDATE, tg_store_unit_fields,
+                     tg_store_unit_nfields - 1, u, 1, "update unit");
+}
+
+static int sq_team_insert(tg_store_t *st, const tg_team_t *t)
+{
+    return write_row((tg_sqlite_t *)st, S_TEAM_INSERT, tg_store_team_fields, tg_store_team_nfields,
+                     t, 0, "insert team");
+}
+
+static int sq_team_update(tg_store_t *st, const tg_team_t *t)
+{
+    return write_row((tg_sqlite_t *)st, S_TEAM_UPDATE, tg_store_team_fields,
+                     tg_store_team_nfields - 1, t, 1, "update team");
+}
+
+/* Every row of the generated SELECT id, of the columns f describes. */
+static int list_table(tg_store_t *st, int id, const field_t *f, size_t nf, size_t elem, void **out,
+                      size_t *n)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int err = 0;
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *q = stmt_get(s, id, &err);
+    return q ? list_rows(s, q, f, nf, elem, out, n) : err;
+}
+
+static int sq_units_list(tg_store_t *st, tg_unit_t **out, size_t *n)
+{
+    void *arr = NULL;
+    int err = list_table(st, S_UNIT_LIST, tg_store_unit_fields, tg_store_unit_nfields,
+                         sizeof(tg_unit_t), &arr, n);
+    *out = arr;
+    return err;
+}
+
+static int sq_teams_list(tg_store_t *st, tg_team_t **out, size_t *n)
+{
+    void *arr = NULL;
+    int err = list_table(st, S_TEAM_LIST, tg_store_team_fields, tg_store_team_nfields,
+                         sizeof(tg_team_t), &arr, n);
+    *out = arr;
+    return err;
+}
+
+static int sq_policy_set(tg_store_t *st, const char *entity, const char *json, int64_t now_ms)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    if (!entity || !entity[0] || strlen(entity) >= sizeof(((tg_policy_row_t *)0)->entity))
+        return TG_EINVAL;
+    int err = 0;
+    sqlite3_stmt *w = stmt_get(s, json ? S_POLICY_SET : S_POLICY_DELETE, &err);
+    if (!w) return err;
+    sqlite3_bind_text(w, 1, entity, -1, SQLITE_STATIC);
+    if (json) {
+        sqlite3_bind_text(w, 2, json, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(w, 3, now_ms);
+    }
+    return step_done(s, w, "set policy");
+}
+
+/* A policy row; json stays NULL when it cannot be allocated (checked after). */
+static void read_policy(sqlite3_stmt *st, void *row, const void *ctx)
+{
+    tg_policy_row_t *p = row;
+    copy_col(st, 0, p->entity, sizeof(p->entity));
+    const unsigned char *t = sqlite3_column_text(st, 1);
+    size_t len = (size_t)sqlite3_column_bytes(st, 1);
+    if ((p->json = malloc(len + 1))) {
+        if (t) memcpy(p->json, t, len);
+        p->json[len] = '\0';
+    }
+    p->updated_ms = sqlite3_column_int64(st, 2);
+}
+
+static int sq_policies_list(tg_store_t *st, tg_policy_row_t **out, size_t *n)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int err = 0;
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *q = stmt_get(s, S_POLICY_LIST, &err);
+    if (!q) return err;
+    void *arr = NULL;
+    size_t len = 0;
+    if ((err = collect_rows(s, q, read_policy, NULL, sizeof(tg_policy_row_t), &arr, &len,
+                            "list policies")))
+        return err;
+    tg_policy_row_t *rows = arr;
+    for (size_t i = 0; i < len; i++)
+        if (!rows[i].json) {
+            tg_store_policies_free(rows, len);
+            return TG_ENOMEM;
+        }
+    *out = rows;
+    *n = len;
+    return 0;
+}
+
+static void read_total(sqlite3_stmt *st, void *row, const void *ctx)
+{
+    tg_usage_total_t *t = row;
+    copy_col(st, 0, t->id, sizeof(t->id));
+    t->requests = sqlite3_column_int64(st, 1);
+    t->tokens = sqlite3_column_int64(st, 2);
+    t->cost = sqlite3_column_int64(st, 3);
+}
+
+/* A sum that overflows 64 bits fails the query (SQLite's "integer
+ * overflow"), never wraps. */
+static int sq_usage_totals(tg_store_t *st, unsigned scope, int64_t since_ms, tg_usage_total_t **out,
+                           size_t *n)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    *out = NULL;
+    *n = 0;
+    int id = scope == TG_GROUP_KEY    ? S_TOTALS_KEY
+             : scope == TG_GROUP_TEAM ? S_TOTALS_TEAM
+             : scope == TG_GROUP_UNIT ? S_TOTALS_UNIT
+                                      : -1;
+    if (id < 0) return TG_EINVAL;
+    int err = 0;
+    sqlite3_stmt *q = stmt_get(s, id, &err);
+    if (!q) return err;
+    sqlite3_bind_int64(q, 1, since_ms);
+    void *arr = NULL;
+    err = collect_rows(s, q, read_total, NULL, sizeof(tg_usage_total_t), &arr, n, "usage totals");
+    *out = arr;
+    return err;
+}
+
 static int sq_checkpoint(tg_store_t *st)
 {
     tg_sqlite_t *s = (tg_sqlite_t *)st;
@@ -1044,12 +1352,23 @@ const tg_store_backend_t tg_store_sqlite_backend = {
     .key_insert = sq_key_insert,
     .key_revoke = sq_key_revoke,
     .keys_list = sq_keys_list,
+    .key_update = sq_key_update,
+    .key_rotate = sq_key_rotate,
+    .unit_insert = sq_unit_insert,
+    .unit_update = sq_unit_update,
+    .units_list = sq_units_list,
+    .team_insert = sq_team_insert,
+    .team_update = sq_team_update,
+    .teams_list = sq_teams_list,
+    .policy_set = sq_policy_set,
+    .policies_list = sq_policies_list,
     .admin_key_insert = sq_admin_key_insert,
     .admin_key_check = sq_admin_key_check,
     .admin_key_count = sq_admin_key_count,
     .usage_append = sq_usage_append,
     .usage_list = sq_usage_list,
     .usage_count = sq_usage_count,
+    .usage_totals = sq_usage_totals,
     .checkpoint = sq_checkpoint,
     .rollup_refresh = sq_rollup_refresh,
     .rollup_rebuild = sq_rollup_rebuild,

@@ -3,11 +3,12 @@
  *
  * Kept separate from the backends so adding PostgreSQL is one new file and
  * one line in the table below; callers never change. The field tables that
- * map keys and usage events to columns live here too, shared by every
- * backend and by the writer's failure log. */
+ * map keys, usage events, units and teams to columns live here too, shared
+ * by every backend and by the writer's failure log. */
 #include "store/backend.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -17,12 +18,14 @@
 /* clang-format on */
 #define KFLD(f, k) FLD(tg_key_t, f, k)
 #define UFLD(f, k) FLD(tg_usage_event_t, f, k)
+#define NFLD(f, k) FLD(tg_unit_t, f, k)
+#define TFLD(f, k) FLD(tg_team_t, f, k)
 #define COUNT(a)   (sizeof(a) / sizeof((a)[0]))
 
 const tg_store_field_t tg_store_key_fields[] = {
-    KFLD(id, TEXT),        KFLD(unit, TEXT),      KFLD(team, TEXT),
-    KFLD(name, TEXT),      KFLD(prefix, TEXT),    KFLD(hash, BLOB),
-    KFLD(created_ms, I64), KFLD(expires_ms, I64), KFLD(revoked_ms, I64),
+    KFLD(id, TEXT),        KFLD(unit, TEXT),      KFLD(team, TEXT),           KFLD(name, TEXT),
+    KFLD(prefix, TEXT),    KFLD(hash, BLOB),      KFLD(created_ms, I64),      KFLD(expires_ms, I64),
+    KFLD(revoked_ms, I64), KFLD(prev_hash, BLOB), KFLD(prev_expires_ms, I64),
 };
 const size_t tg_store_key_nfields = COUNT(tg_store_key_fields);
 
@@ -57,10 +60,23 @@ const tg_store_field_t tg_store_usage_fields[] = {
     UFLD(cost_total, I64),
     UFLD(price_version, TEXT),
     UFLD(unpriced, INT),
+    UFLD(over_budget, INT),
     UFLD(latency_us, I64),
     UFLD(ttfb_us, I64),
 };
 const size_t tg_store_usage_nfields = COUNT(tg_store_usage_fields);
+
+const tg_store_field_t tg_store_unit_fields[] = {
+    NFLD(id, TEXT),         NFLD(name, TEXT),      NFLD(updated_ms, I64),
+    NFLD(disabled_ms, I64), NFLD(created_ms, I64),
+};
+const size_t tg_store_unit_nfields = COUNT(tg_store_unit_fields);
+
+const tg_store_field_t tg_store_team_fields[] = {
+    TFLD(id, TEXT),        TFLD(unit, TEXT),       TFLD(name, TEXT),      TFLD(cost_center, TEXT),
+    TFLD(updated_ms, I64), TFLD(disabled_ms, I64), TFLD(created_ms, I64),
+};
+const size_t tg_store_team_nfields = COUNT(tg_store_team_fields);
 
 static const tg_store_backend_t *const backends[] = {
     &tg_store_sqlite_backend,
@@ -113,6 +129,65 @@ int tg_store_keys_list(tg_store_t *st, tg_key_t **out, size_t *n)
     return st->be->keys_list(st, out, n);
 }
 
+int tg_store_key_update(tg_store_t *st, const char *id, const char *name, int64_t expires_ms)
+{
+    return st->be->key_update(st, id, name, expires_ms);
+}
+
+int tg_store_key_rotate(tg_store_t *st, const char *id, const uint8_t hash[32], const char *prefix,
+                        int64_t prev_expires_ms)
+{
+    return st->be->key_rotate(st, id, hash, prefix, prev_expires_ms);
+}
+
+int tg_store_unit_insert(tg_store_t *st, const tg_unit_t *u)
+{
+    return st->be->unit_insert(st, u);
+}
+
+int tg_store_unit_update(tg_store_t *st, const tg_unit_t *u)
+{
+    return st->be->unit_update(st, u);
+}
+
+int tg_store_units_list(tg_store_t *st, tg_unit_t **out, size_t *n)
+{
+    return st->be->units_list(st, out, n);
+}
+
+int tg_store_team_insert(tg_store_t *st, const tg_team_t *t)
+{
+    return st->be->team_insert(st, t);
+}
+
+int tg_store_team_update(tg_store_t *st, const tg_team_t *t)
+{
+    return st->be->team_update(st, t);
+}
+
+int tg_store_teams_list(tg_store_t *st, tg_team_t **out, size_t *n)
+{
+    return st->be->teams_list(st, out, n);
+}
+
+int tg_store_policy_set(tg_store_t *st, const char *entity, const char *json, int64_t now_ms)
+{
+    return st->be->policy_set(st, entity, json, now_ms);
+}
+
+int tg_store_policies_list(tg_store_t *st, tg_policy_row_t **out, size_t *n)
+{
+    return st->be->policies_list(st, out, n);
+}
+
+/* Backend-independent: the rows are plain malloc'ed memory. */
+void tg_store_policies_free(tg_policy_row_t *rows, size_t n)
+{
+    for (size_t i = 0; rows && i < n; i++)
+        free(rows[i].json);
+    free(rows);
+}
+
 int tg_store_admin_key_insert(tg_store_t *st, const tg_key_t *k)
 {
     return st->be->admin_key_insert(st, k);
@@ -142,6 +217,12 @@ int tg_store_usage_list(tg_store_t *st, int64_t from_ms, int64_t to_ms, tg_usage
 int tg_store_usage_count(tg_store_t *st, int64_t *out)
 {
     return st->be->usage_count(st, out);
+}
+
+int tg_store_usage_totals(tg_store_t *st, unsigned scope, int64_t since_ms, tg_usage_total_t **out,
+                          size_t *n)
+{
+    return st->be->usage_totals(st, scope, since_ms, out, n);
 }
 
 int tg_store_checkpoint(tg_store_t *st)

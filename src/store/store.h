@@ -44,6 +44,71 @@ int tg_store_key_revoke(tg_store_t *st, const char *id_or_prefix, int64_t now_ms
 /* *out is malloc'ed (caller frees); all keys, revoked included. */
 int tg_store_keys_list(tg_store_t *st, tg_key_t **out, size_t *n);
 
+/* ---- governance: units, teams, policies ------------------------------------
+ *
+ * A unit (the reference's STACK_PREFIX: an organisational unit) holds teams;
+ * a team (a tenant, with a cost-center label) holds keys. A key's team need
+ * not have a row: such a team has no unit and no policy. Policies (gov/
+ * policy.h) are kept as JSON text per entity, "unit:ID", "team:ID" or
+ * "key:ID"; the store does not read them. Disabling is a time stamp, like a
+ * key's revocation: 0 = enabled. */
+
+typedef struct {
+    char id[64];
+    char name[64];
+    int64_t created_ms, updated_ms, disabled_ms;
+} tg_unit_t;
+
+typedef struct {
+    char id[64];
+    char unit[64]; /* "" = none */
+    char name[64];
+    char cost_center[64];
+    int64_t created_ms, updated_ms, disabled_ms;
+} tg_team_t;
+
+typedef struct {
+    char entity[80]; /* "unit:ID", "team:ID", "key:ID" */
+    char *json;      /* malloc'ed, NUL-terminated */
+    int64_t updated_ms;
+} tg_policy_row_t;
+
+/* Ids: 1-63 of [A-Za-z0-9._-] (checked by the callers that take input). */
+int tg_store_unit_insert(tg_store_t *st, const tg_unit_t *u); /* TG_EEXIST when taken */
+/* Replaces name, updated_ms and disabled_ms of the unit u->id; TG_ENOTFOUND. */
+int tg_store_unit_update(tg_store_t *st, const tg_unit_t *u);
+int tg_store_units_list(tg_store_t *st, tg_unit_t **out, size_t *n); /* sorted by id */
+int tg_store_team_insert(tg_store_t *st, const tg_team_t *t);
+/* Replaces unit, name, cost_center, updated_ms and disabled_ms; TG_ENOTFOUND. */
+int tg_store_team_update(tg_store_t *st, const tg_team_t *t);
+int tg_store_teams_list(tg_store_t *st, tg_team_t **out, size_t *n); /* sorted by id */
+/* Sets (json non-NULL) or removes (NULL) an entity's policy. */
+int tg_store_policy_set(tg_store_t *st, const char *entity, const char *json, int64_t now_ms);
+/* Every policy, sorted by entity; free with tg_store_policies_free. */
+int tg_store_policies_list(tg_store_t *st, tg_policy_row_t **out, size_t *n);
+void tg_store_policies_free(tg_policy_row_t *rows, size_t n);
+
+/* Key changes. */
+/* Sets name and expires_ms of key id (revoked or not); TG_ENOTFOUND. */
+int tg_store_key_update(tg_store_t *st, const char *id, const char *name, int64_t expires_ms);
+/* Rotation: the key's current hash becomes its previous one, accepted until
+ * prev_expires_ms; hash and prefix become the new secret's. One transaction;
+ * TG_ENOTFOUND for an unknown or revoked key. */
+int tg_store_key_rotate(tg_store_t *st, const char *id, const uint8_t hash[32], const char *prefix,
+                        int64_t prev_expires_ms);
+
+/* What the ledger holds since since_ms, summed per key, team or unit
+ * (scope: TG_GROUP_KEY, TG_GROUP_TEAM or TG_GROUP_UNIT): for loading budget
+ * and quota counters at start. */
+typedef struct {
+    char id[64];
+    int64_t requests;
+    int64_t tokens; /* input + output + cache read + cache write */
+    int64_t cost;   /* picodollars */
+} tg_usage_total_t;
+int tg_store_usage_totals(tg_store_t *st, unsigned scope, int64_t since_ms, tg_usage_total_t **out,
+                          size_t *n);
+
 /* Admin credentials (the admin API's own keys; same record, team empty). */
 int tg_store_admin_key_insert(tg_store_t *st, const tg_key_t *k);
 /* 0 when an active admin key has this hash, else TG_EAUTH. */

@@ -78,12 +78,19 @@ int tg_admin_key_generate(tg_key_t *rec, char *secret, size_t cap)
 /* ---- snapshot ------------------------------------------------------------------ */
 
 struct tg_snapshot {
-    tg_key_t *keys; /* n records, copied at build */
+    tg_key_t *keys;             /* n records, copied at build */
+    tg_principal_t *principals; /* n, or NULL */
     size_t n;
-    uint32_t *slots; /* index + 1 into keys; 0 = empty. Power-of-two size >= 2n */
+    /* index + 1 into keys, with SLOT_PREV set for a key's previous secret;
+     * 0 = empty. Power-of-two size >= 2 x the hashes. */
+    uint32_t *slots;
     size_t mask;
+    void *owned;
+    void (*free_owned)(void *);
     int refs; /* owned by the tenancy; guarded by its mutex */
 };
+
+#define SLOT_PREV 0x80000000u
 
 /* The hash is SHA-256, already uniform: its first 8 bytes are the index. */
 static size_t slot_of(const uint8_t hash[32], size_t mask)
@@ -93,44 +100,78 @@ static size_t slot_of(const uint8_t hash[32], size_t mask)
     return (size_t)h & mask;
 }
 
-int tg_snapshot_build(tg_snapshot_t **out, const tg_key_t *keys, size_t n)
+static const uint8_t *slot_hash(const tg_snapshot_t *s, uint32_t v)
 {
-    if (!out || (n && !keys) || n > UINT32_MAX / 4) return TG_EINVAL;
+    const tg_key_t *k = &s->keys[(v & ~SLOT_PREV) - 1];
+    return v & SLOT_PREV ? k->prev_hash : k->hash;
+}
+
+static int insert_slot(tg_snapshot_t *s, const uint8_t *hash, uint32_t v)
+{
+    size_t j = slot_of(hash, s->mask);
+    while (s->slots[j]) {
+        /* Two records for one secret would make auth ambiguous. */
+        if (memcmp(slot_hash(s, s->slots[j]), hash, 32) == 0) return TG_EEXIST;
+        j = (j + 1) & s->mask;
+    }
+    s->slots[j] = v;
+    return 0;
+}
+
+int tg_snapshot_build_gov(tg_snapshot_t **out, const tg_key_t *keys,
+                          const tg_principal_t *principals, size_t n, void *owned,
+                          void (*free_owned)(void *))
+{
+    if (!out || (n && !keys) || n > UINT32_MAX / 8) return TG_EINVAL;
     *out = NULL;
-    size_t cap = 16;
-    while (cap < 2 * n)
-        cap *= 2; /* load <= 1/2: probes stay short */
     tg_snapshot_t *s = calloc(1, sizeof(*s));
-    if (!s) return TG_ENOMEM;
+    if (!s) {
+        if (free_owned) free_owned(owned);
+        return TG_ENOMEM;
+    }
+    s->owned = owned;
+    s->free_owned = free_owned;
+    size_t hashes = n;
+    for (size_t i = 0; i < n; i++)
+        hashes += keys[i].prev_expires_ms != 0;
+    size_t cap = 16;
+    while (cap < 2 * hashes)
+        cap *= 2; /* load <= 1/2: probes stay short */
     s->slots = calloc(cap, sizeof(*s->slots));
     s->keys = n ? malloc(n * sizeof(*s->keys)) : NULL;
-    if (!s->slots || (n && !s->keys)) {
+    s->principals = n && principals ? malloc(n * sizeof(*s->principals)) : NULL;
+    if (!s->slots || (n && !s->keys) || (n && principals && !s->principals)) {
         tg_snapshot_free(s);
         return TG_ENOMEM;
     }
     if (n) memcpy(s->keys, keys, n * sizeof(*keys));
+    if (s->principals) memcpy(s->principals, principals, n * sizeof(*principals));
     s->n = n;
     s->mask = cap - 1;
     for (size_t i = 0; i < n; i++) {
-        size_t j = slot_of(s->keys[i].hash, s->mask);
-        while (s->slots[j]) {
-            /* Two records for one secret would make auth ambiguous. */
-            if (memcmp(s->keys[s->slots[j] - 1].hash, s->keys[i].hash, 32) == 0) {
-                tg_snapshot_free(s);
-                return TG_EEXIST;
-            }
-            j = (j + 1) & s->mask;
+        int err = insert_slot(s, s->keys[i].hash, (uint32_t)(i + 1));
+        if (!err && s->keys[i].prev_expires_ms)
+            err = insert_slot(s, s->keys[i].prev_hash, (uint32_t)(i + 1) | SLOT_PREV);
+        if (err) {
+            tg_snapshot_free(s);
+            return err;
         }
-        s->slots[j] = (uint32_t)(i + 1);
     }
     *out = s;
     return 0;
 }
 
+int tg_snapshot_build(tg_snapshot_t **out, const tg_key_t *keys, size_t n)
+{
+    return tg_snapshot_build_gov(out, keys, NULL, n, NULL, NULL);
+}
+
 void tg_snapshot_free(tg_snapshot_t *s)
 {
     if (!s) return;
+    if (s->free_owned) s->free_owned(s->owned);
     free(s->keys);
+    free(s->principals);
     free(s->slots);
     free(s);
 }
@@ -140,25 +181,55 @@ size_t tg_snapshot_count(const tg_snapshot_t *s)
     return s ? s->n : 0;
 }
 
-/* On TG_EREVOKED and TG_EEXPIRED *out is still set, so the caller can say
+/* On TG_EREVOKED and TG_EEXPIRED *key is still set, so the caller can say
  * which key was refused; on TG_EAUTH it is NULL. */
-int tg_snapshot_auth(const tg_snapshot_t *s, const char *secret, size_t len, int64_t now_ms,
-                     const tg_key_t **out)
+int tg_snapshot_lookup(const tg_snapshot_t *s, const char *secret, size_t len, int64_t now_ms,
+                       const tg_key_t **key, const tg_principal_t **principal)
 {
-    if (out) *out = NULL;
+    if (key) *key = NULL;
+    if (principal) *principal = NULL;
     if (!s || !secret || len == 0 || len > TG_KEY_SECRET_MAX) return TG_EAUTH;
     uint8_t h[32];
     tg_key_hash(secret, len, h);
     /* memcmp on hashes, not secrets: its timing reveals nothing usable. */
     for (size_t j = slot_of(h, s->mask); s->slots[j]; j = (j + 1) & s->mask) {
-        const tg_key_t *k = &s->keys[s->slots[j] - 1];
-        if (memcmp(k->hash, h, 32) != 0) continue;
-        if (out) *out = k;
+        uint32_t v = s->slots[j];
+        if (memcmp(slot_hash(s, v), h, 32) != 0) continue;
+        size_t i = (v & ~SLOT_PREV) - 1;
+        const tg_key_t *k = &s->keys[i];
+        if (key) *key = k;
+        if (principal && s->principals) *principal = &s->principals[i];
         if (k->revoked_ms != 0 && k->revoked_ms <= now_ms) return TG_EREVOKED;
         if (k->expires_ms != 0 && k->expires_ms <= now_ms) return TG_EEXPIRED;
+        if ((v & SLOT_PREV) && k->prev_expires_ms <= now_ms) return TG_EEXPIRED;
         return 0;
     }
     return TG_EAUTH;
+}
+
+int tg_snapshot_auth(const tg_snapshot_t *s, const char *secret, size_t len, int64_t now_ms,
+                     const tg_key_t **out)
+{
+    return tg_snapshot_lookup(s, secret, len, now_ms, out, NULL);
+}
+
+const tg_key_t *tg_snapshot_key_at(const tg_snapshot_t *s, size_t i,
+                                   const tg_principal_t **principal)
+{
+    if (principal) *principal = s && s->principals && i < s->n ? &s->principals[i] : NULL;
+    return s && i < s->n ? &s->keys[i] : NULL;
+}
+
+const tg_key_t *tg_snapshot_key_by_id(const tg_snapshot_t *s, const char *id,
+                                      const tg_principal_t **principal)
+{
+    if (principal) *principal = NULL;
+    for (size_t i = 0; s && i < s->n; i++) {
+        if (strcmp(s->keys[i].id, id) != 0) continue;
+        if (principal && s->principals) *principal = &s->principals[i];
+        return &s->keys[i];
+    }
+    return NULL;
 }
 
 /* ---- publication ------------------------------------------------------------- */

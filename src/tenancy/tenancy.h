@@ -24,6 +24,10 @@ typedef struct {
     int64_t created_ms;
     int64_t expires_ms; /* 0 = never */
     int64_t revoked_ms; /* 0 = active */
+    /* Rotation: the secret replaced last, still accepted until
+     * prev_expires_ms (0 = no previous secret). */
+    uint8_t prev_hash[32];
+    int64_t prev_expires_ms;
 } tg_key_t;
 
 /* Creates a new random secret "tg_" + 43 base62 chars into secret (>= 64
@@ -35,15 +39,46 @@ void tg_key_hash(const char *secret, size_t len, uint8_t out[32]);
 
 typedef struct tg_snapshot tg_snapshot_t;
 
-/* Builds a snapshot from keys (copied). */
+/* Builds a snapshot from keys (copied). A key with prev_expires_ms set is
+ * found by its previous secret too, until then (rotation). */
 int tg_snapshot_build(tg_snapshot_t **out, const tg_key_t *keys, size_t n);
+
+/* Where a key sits in the hierarchy, for governance (gov/): its team's unit,
+ * whether the team or unit is disabled, and per scope (key, team, unit, in
+ * TG_SCOPE_* order) the policy and the live counters. Built off the request
+ * path; the snapshot owns whatever `owned` holds (policies, strings) and
+ * frees it with free_owned when the last reader lets go. */
+struct tg_policy;
+struct tg_gov_counters;
+enum { TG_PRINCIPAL_ENABLED = 0, TG_PRINCIPAL_TEAM_DISABLED, TG_PRINCIPAL_UNIT_DISABLED };
+typedef struct {
+    const char *unit; /* "" when the team has none */
+    int disabled;     /* TG_PRINCIPAL_* */
+    const char *scope_id[3];
+    const struct tg_policy *policy[3];   /* NULL: none at that scope */
+    struct tg_gov_counters *counters[3]; /* NULL: no such scope */
+} tg_principal_t;
+/* As tg_snapshot_build, with principals[i] for keys[i] (copied). */
+int tg_snapshot_build_gov(tg_snapshot_t **out, const tg_key_t *keys,
+                          const tg_principal_t *principals, size_t n, void *owned,
+                          void (*free_owned)(void *));
 void tg_snapshot_free(tg_snapshot_t *s);
 
 /* Authenticates a presented secret at time now_ms: 0 and *out set, or
  * TG_EAUTH (unknown), TG_EREVOKED, TG_EEXPIRED. */
 int tg_snapshot_auth(const tg_snapshot_t *s, const char *secret, size_t len, int64_t now_ms,
                      const tg_key_t **out);
+/* The same, with the key's principal (NULL when built without). A previous
+ * secret past its rotation grace is TG_EEXPIRED. */
+int tg_snapshot_lookup(const tg_snapshot_t *s, const char *secret, size_t len, int64_t now_ms,
+                       const tg_key_t **key, const tg_principal_t **principal);
+/* The key with this id, or NULL (a linear scan: for the admin side). */
+const tg_key_t *tg_snapshot_key_by_id(const tg_snapshot_t *s, const char *id,
+                                      const tg_principal_t **principal);
 size_t tg_snapshot_count(const tg_snapshot_t *s);
+/* The i-th key (i < count) and its principal. */
+const tg_key_t *tg_snapshot_key_at(const tg_snapshot_t *s, size_t i,
+                                   const tg_principal_t **principal);
 
 /* The published snapshot, shared by all workers. */
 typedef struct tg_tenancy tg_tenancy_t;

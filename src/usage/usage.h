@@ -49,6 +49,7 @@ typedef struct tg_usage_event {
     int64_t cost_total;
     char price_version[32]; /* the exact price used (tg_price_t.version), "none" */
     int unpriced;           /* 1: no price for some or all of it (that part cost 0) */
+    int over_budget;        /* 1: admitted past a soft budget (allowed and flagged) */
     int64_t latency_us;     /* request start to response end */
     int64_t ttfb_us;        /* request start to first upstream byte */
 } tg_usage_event_t;
