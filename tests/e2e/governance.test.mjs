@@ -15,6 +15,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import path from 'node:path';
 import { startFakeOpenAI } from './fake-openai.mjs';
+import { startFakeBedrock, staticCreds } from './fake-aws.mjs';
 import {
   requireBinary,
   makeTmpDir,
@@ -33,7 +34,7 @@ const PRICE = { input: '1.00', output: '2.00' }; // USD per million tokens
 describe('governance', () => {
   const tracker = failureTracker();
   afterEach(tracker.afterEach);
-  let fake, env, gw, admin, port;
+  let fake, br, env, gw, admin, port;
 
   const adminCall = async (method, p, body) => {
     const r = await request(admin, { method, path: p, headers: { authorization: `Bearer ${gw.adminKey}`, 'content-type': 'application/json' }, body });
@@ -74,6 +75,9 @@ describe('governance', () => {
       behavior: { promptTokens: 10, completionTokens: 5 },
       byModel: { 'up-slow': { delayMs: 1500 } },
     });
+    const registry = new Map();
+    const creds = staticCreds(registry);
+    br = await startFakeBedrock({ registry });
     const dir = makeTmpDir('gov');
     const route = (id, extra = {}) => ({ id, provider: 'fake', upstream_model: `up-${id}`, price: PRICE, ...extra });
     const config = {
@@ -81,16 +85,29 @@ describe('governance', () => {
       workers: 2,
       store: { path: path.join(dir, 't.db') },
       reports: { enabled: false },
-      providers: [{ name: 'fake', type: 'openai', base_url: `http://127.0.0.1:${fake.port}/v1`, api_key_env: 'FAKE_UPSTREAM_KEY' }],
+      providers: [
+        { name: 'fake', type: 'openai', base_url: `http://127.0.0.1:${fake.port}/v1`, api_key_env: 'FAKE_UPSTREAM_KEY' },
+        {
+          name: 'br',
+          type: 'bedrock',
+          region: 'us-east-1',
+          endpoint: br.url,
+          credentials: { access_key_id_env: 'TG_T_AK', secret_access_key_env: 'TG_T_SK' },
+          catalog: { refresh_s: 0 },
+        },
+      ],
       models: [
         route('gpt-test'),
         route('gpt-other'),
         route('claude-x'),
         { id: 'gpt-slow', provider: 'fake', upstream_model: 'up-slow', price: PRICE },
+        { id: 'haiku', provider: 'br', upstream_model: 'anthropic.claude-3-haiku-20240307-v1:0' },
       ],
     };
     const configFile = writeConfig(dir, config);
-    gw = await startGateway(configFile, { env: { FAKE_UPSTREAM_KEY: fake.apiKey } });
+    gw = await startGateway(configFile, {
+      env: { FAKE_UPSTREAM_KEY: fake.apiKey, TG_T_AK: creds.accessKeyId, TG_T_SK: creds.secretAccessKey },
+    });
     env = { dir, config, configFile, gw };
     port = gw.port;
     admin = Number(new URL(gw.adminUrl).port);
@@ -100,6 +117,7 @@ describe('governance', () => {
   after(async () => {
     await stopEnv(env, { failed: tracker.failed });
     await fake?.close();
+    await br?.close();
   }, { timeout: 15000 });
 
   test('a hard budget holds under 200 concurrent calls: exactly the 10 it fits are admitted', T, async () => {
@@ -212,6 +230,47 @@ describe('governance', () => {
     // The events carry the team's unit.
     const rows = (await usageList(env.configFile)).filter((u) => u.team === 'team-allow');
     assert.ok(rows.length >= 1 && rows.every((u) => u.unit === 'unit-a'));
+  });
+
+  test('the Bedrock door enforces the same policies, in AWS error shapes', T, async () => {
+    await adminOk('POST', '/admin/teams', { id: 'team-aws', policy: { limits: { rpm: 2 } } });
+    const key = await newKey('team-aws', { models: ['haiku', 'gpt-*'] });
+    await known(key.secret);
+    await waitFor(() => new Date().getUTCSeconds() < 50, { timeoutMs: 15000, intervalMs: 500, message: 'a fresh minute' });
+    const converse = (model) =>
+      request(port, {
+        method: 'POST',
+        path: `/model/${encodeURIComponent(model)}/converse`,
+        headers: { authorization: `Bearer ${key.secret}`, 'content-type': 'application/json' },
+        body: { messages: [{ role: 'user', content: [{ text: 'hi' }] }], inferenceConfig: { maxTokens: 20 } },
+      });
+    assert.equal((await converse('haiku')).status, 200);
+    assert.equal((await converse('haiku')).status, 200);
+    const third = await converse('haiku');
+    assert.equal(third.status, 429, third.text);
+    assert.equal(third.headers['x-amzn-errortype'], 'ThrottlingException');
+    assert.equal(third.json.code, 'requests_per_minute');
+    assert.ok(third.headers['retry-after']);
+    // A Bedrock id outside the key's allow-list.
+    await adminOk('PATCH', '/admin/teams/team-aws', { policy: null });
+    await adminOk('PATCH', `/admin/keys/${key.id}`, { policy: { models: ['gpt-*'] } });
+    await waitFor(async () => (await converse('haiku')).status === 403, { timeoutMs: 3000, intervalMs: 100, message: 'the new allow-list' });
+    const denied = await converse('haiku');
+    assert.equal(denied.headers['x-amzn-errortype'], 'AccessDeniedException');
+    assert.equal(denied.json.code, 'model_not_allowed');
+  });
+
+  test('a soft budget admits past its amount and flags the usage event', T, async () => {
+    await adminOk('POST', '/admin/teams', { id: 'team-soft', policy: { budgets: [{ period: 'day', usd: '0.000001', mode: 'soft' }] } });
+    const key = await newKey('team-soft');
+    await known(key.secret);
+    const r = await chat(key.secret);
+    assert.equal(r.status, 200, r.text);
+    const rows = (await usageList(env.configFile)).filter((u) => u.team === 'team-soft');
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].over_budget, true);
+    const hard = (await usageList(env.configFile)).filter((u) => u.team === 'team-limits');
+    assert.ok(hard.length > 0 && hard.every((u) => u.over_budget === false), 'not flagged without a budget');
   });
 
   test("team_id names the key's own team or is refused", T, async () => {
