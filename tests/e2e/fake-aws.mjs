@@ -40,8 +40,17 @@
 //   drip.<n>.<ms>.<rest>           n content events (one word each) <ms> apart
 //   cut.<n>.<rest>                 streams: n content events, then the TCP
 //                                  connection is destroyed (no final frame)
+//   ic.<a>[_<b>...].<rest>         SageMaker: the endpoint has these inference
+//                                  components (the header is then required)
 // <rest> defaults to anthropic.claude-3-5-sonnet-20240620-v1:0 (Bedrock) or
 // tgi-default (SageMaker).
+//
+// Bedrock native bodies are checked per model family the way the models'
+// schemas answer (ValidationException "Malformed input request: #/...");
+// embeddings are deterministic (fakeEmbedding), images are a 1x1 PNG, image
+// models report no token counts. Converse with a toolConfig calls a tool when
+// the last user text names it or says "weather" (see pickTool) and checks
+// toolResult turns like Bedrock. tests/e2e/README.md has the details.
 
 import net from 'node:net';
 import http from 'node:http';
@@ -136,6 +145,15 @@ function pieces(n, k) {
   return out;
 }
 
+/** Splits a string into at most k non-empty consecutive pieces. */
+function splitString(str, k) {
+  const count = Math.max(1, Math.min(k, str.length));
+  const size = Math.ceil(str.length / count);
+  const out = [];
+  for (let i = 0; i < str.length; i += size) out.push(str.slice(i, i + size));
+  return out.length ? out : [''];
+}
+
 function hasKeyDeep(v, key, depth = 0) {
   if (depth > 12 || v == null || typeof v !== 'object') return false;
   if (Array.isArray(v)) return v.some((x) => hasKeyDeep(x, key, depth + 1));
@@ -162,6 +180,127 @@ function messagesTexts(messages, out) {
   for (const m of messages) if (m && typeof m === 'object') contentTexts(m.content, out);
 }
 
+// ---------------------------------------------------------------------------
+// Body validation, the way Bedrock's per-model JSON schemas answer (everit
+// style: "#/path: message", violations concatenated, wrapped in "Malformed
+// input request: ..., please reformat your input and try again.").
+
+const SCHEMA_TYPE = { string: 'String', integer: 'Integer', number: 'Number', boolean: 'Boolean', object: 'JSONObject', array: 'JSONArray' };
+
+function jsonTypeName(v) {
+  if (v === null) return 'Null';
+  if (Array.isArray(v)) return 'JSONArray';
+  if (typeof v === 'string') return 'String';
+  if (typeof v === 'boolean') return 'Boolean';
+  if (typeof v === 'number') return Number.isInteger(v) ? 'Integer' : 'BigDecimal';
+  if (typeof v === 'object') return 'JSONObject';
+  return 'Unknown';
+}
+
+function typeMatches(type, v) {
+  switch (type) {
+    case 'string': return typeof v === 'string';
+    case 'integer': return Number.isInteger(v);
+    case 'number': return typeof v === 'number' && Number.isFinite(v);
+    case 'boolean': return typeof v === 'boolean';
+    case 'object': return v !== null && typeof v === 'object' && !Array.isArray(v);
+    case 'array': return Array.isArray(v);
+    default: return true;
+  }
+}
+
+/**
+ * Checks `v` against a small JSON schema ({type, required, properties,
+ * additional: false, enum, minimum, maximum, minLength, maxLength, minItems,
+ * maxItems, items}); pushes everit-style violations onto `out`.
+ */
+export function schemaViolations(schema, v, at = '#', out = []) {
+  if (schema.type && !typeMatches(schema.type, v)) {
+    out.push(`${at}: expected type: ${SCHEMA_TYPE[schema.type]}, found: ${jsonTypeName(v)}`);
+    return out;
+  }
+  if (schema.enum && !schema.enum.includes(v)) out.push(`${at}: ${v} is not a valid enum value`);
+  if (typeof v === 'number') {
+    if (schema.minimum !== undefined && v < schema.minimum) out.push(`${at}: ${v} is not greater or equal to ${schema.minimum}`);
+    if (schema.maximum !== undefined && v > schema.maximum) out.push(`${at}: ${v} is not less or equal to ${schema.maximum}`);
+  }
+  if (typeof v === 'string') {
+    if (schema.minLength !== undefined && v.length < schema.minLength) out.push(`${at}: expected minLength: ${schema.minLength}, actual: ${v.length}`);
+    if (schema.maxLength !== undefined && v.length > schema.maxLength) out.push(`${at}: expected maxLength: ${schema.maxLength}, actual: ${v.length}`);
+  }
+  if (Array.isArray(v)) {
+    if (schema.minItems !== undefined && v.length < schema.minItems) out.push(`${at}: expected minimum item count: ${schema.minItems}, found: ${v.length}`);
+    if (schema.maxItems !== undefined && v.length > schema.maxItems) out.push(`${at}: expected maximum item count: ${schema.maxItems}, found: ${v.length}`);
+    if (schema.items) v.forEach((x, i) => schemaViolations(schema.items, x, `${at}/${i}`, out));
+  }
+  if (typeMatches('object', v)) {
+    for (const k of schema.required || []) if (!(k in v)) out.push(`${at}: required key [${k}] not found`);
+    if (schema.properties && schema.additional === false) {
+      for (const k of Object.keys(v)) if (!(k in schema.properties)) out.push(`${at}: extraneous key [${k}] is not permitted`);
+    }
+    for (const [k, sub] of Object.entries(schema.properties || {})) if (k in v) schemaViolations(sub, v[k], `${at}/${k}`, out);
+  }
+  return out;
+}
+
+export function malformed(violations) {
+  return `Malformed input request: ${violations.join('')}, please reformat your input and try again.`;
+}
+
+// ---------------------------------------------------------------------------
+// Deterministic vectors and images
+
+/**
+ * A deterministic embedding of `text`: `dims` floats derived from SHA-256 of
+ * the text (same text, same vector), unit length when `normalize`.
+ */
+export function fakeEmbedding(text, dims, { normalize = false } = {}) {
+  const v = [];
+  for (let block = 0; v.length < dims; block++) {
+    const h = createHash('sha256').update(`${String(text)}\u0000${block}`).digest();
+    for (let o = 0; o + 4 <= h.length && v.length < dims; o += 4) v.push(h.readInt32BE(o) / 2147483648);
+  }
+  let out = v;
+  if (normalize) {
+    const norm = Math.sqrt(v.reduce((s, x) => s + x * x, 0)) || 1;
+    out = v.map((x) => x / norm);
+  }
+  return out.map((x) => Number(x.toFixed(7)));
+}
+
+function int8Of(vec) {
+  return vec.map((x) => Math.max(-128, Math.min(127, Math.round(x * 127))));
+}
+
+function bitsOf(vec) {
+  return vec.map((x) => (x > 0 ? 1 : 0));
+}
+
+function packedBits(vec, signed) {
+  const out = [];
+  for (let i = 0; i < vec.length; i += 8) {
+    let b = 0;
+    for (let j = 0; j < 8; j++) b = (b << 1) | (vec[i + j] > 0 ? 1 : 0);
+    out.push(signed ? b - 128 : b);
+  }
+  return out;
+}
+
+/** A valid 1x1 RGBA PNG (real signature, IHDR, IDAT, IEND), base64. */
+export const TINY_PNG_BASE64 = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==';
+
+/** 'png' | 'jpeg' | 'gif' | 'webp' | null, from the magic bytes of base64 data. */
+export function sniffImage(b64) {
+  if (typeof b64 !== 'string' || b64.length === 0) return null;
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64.replace(/\s+/g, ''))) return null;
+  const b = Buffer.from(b64, 'base64');
+  if (b.length >= 8 && b.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'png';
+  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
+  if (b.length >= 6 && /^GIF8[79]a$/.test(b.toString('latin1', 0, 6))) return 'gif';
+  if (b.length >= 12 && b.toString('latin1', 0, 4) === 'RIFF' && b.toString('latin1', 8, 12) === 'WEBP') return 'webp';
+  return null;
+}
+
 // Region prefixes of cross-region inference profile ids.
 const REGION_PREFIX = /^(us|eu|apac|global|us-gov|jp|au|ca)\./;
 
@@ -170,6 +309,9 @@ export function bedrockFamily(modelId) {
   let id = String(modelId);
   if (id.startsWith('arn:')) {
     const l = id.toLowerCase();
+    if (l.includes('titan-embed-image')) return 'titan-embed-image';
+    if (l.includes('titan-image')) return 'titan-image';
+    if (l.includes('stable-diffusion') || l.includes('stability.')) return 'stability';
     if (l.includes('titan-embed') || l.includes('titan-e')) return 'titan-embed';
     if (l.includes('titan')) return 'titan';
     if (l.includes('nova')) return 'nova';
@@ -184,7 +326,10 @@ export function bedrockFamily(modelId) {
   }
   id = id.replace(REGION_PREFIX, '');
   if (id.startsWith('anthropic.')) return 'anthropic';
+  if (id.startsWith('amazon.titan-embed-image')) return 'titan-embed-image';
   if (id.startsWith('amazon.titan-embed')) return 'titan-embed';
+  if (id.startsWith('amazon.titan-image-generator')) return 'titan-image';
+  if (id.startsWith('stability.stable-diffusion-xl')) return 'stability';
   if (id.startsWith('amazon.titan-text') || id.startsWith('amazon.titan-tg1')) return 'titan';
   if (id.startsWith('amazon.nova')) return 'nova';
   if (id.startsWith('meta.')) return 'llama';
@@ -202,7 +347,7 @@ export function bedrockFamily(modelId) {
  * { fail, midstream, slowMs, hang, drip: {n, ms}, cut, id }
  */
 export function parseScript(name, defaultRest) {
-  const s = { fail: null, midstream: null, slowMs: 0, hang: false, drip: null, cut: null, id: name };
+  const s = { fail: null, midstream: null, slowMs: 0, hang: false, drip: null, cut: null, components: null, id: name };
   let rest = String(name);
   for (let guard = 0; guard < 8; guard++) {
     let m;
@@ -234,6 +379,13 @@ export function parseScript(name, defaultRest) {
     }
     if ((m = /^cut\.(\d+)\.(.+)$/.exec(rest))) {
       s.cut = Number(m[1]);
+      rest = m[2];
+      continue;
+    }
+    // SageMaker: an endpoint with inference components (names joined by '_',
+    // which component names cannot contain).
+    if ((m = /^ic\.([A-Za-z0-9_-]+)\.(.+)$/.exec(rest))) {
+      s.components = m[1].split('_').filter(Boolean);
       rest = m[2];
       continue;
     }
@@ -801,19 +953,29 @@ const FOUNDATION_MODELS = [
   ['anthropic.claude-3-7-sonnet-20250219-v1:0', 'Claude 3.7 Sonnet', 'Anthropic', ['TEXT', 'IMAGE'], ['TEXT'], true, [], ['INFERENCE_PROFILE'], 'ACTIVE'],
   ['anthropic.claude-sonnet-4-20250514-v1:0', 'Claude Sonnet 4', 'Anthropic', ['TEXT', 'IMAGE'], ['TEXT'], true, [], ['INFERENCE_PROFILE'], 'ACTIVE'],
   ['anthropic.claude-3-haiku-20240307-v1:0', 'Claude 3 Haiku', 'Anthropic', ['TEXT', 'IMAGE'], ['TEXT'], true, [], ['ON_DEMAND', 'INFERENCE_PROFILE'], 'ACTIVE'],
+  ['anthropic.claude-3-sonnet-20240229-v1:0', 'Claude 3 Sonnet', 'Anthropic', ['TEXT', 'IMAGE'], ['TEXT'], true, [], ['ON_DEMAND'], 'LEGACY'],
   ['anthropic.claude-v2:1', 'Claude', 'Anthropic', ['TEXT'], ['TEXT'], true, [], ['ON_DEMAND'], 'LEGACY'],
+  ['anthropic.claude-v2', 'Claude', 'Anthropic', ['TEXT'], ['TEXT'], true, [], ['ON_DEMAND'], 'LEGACY'],
+  ['anthropic.claude-instant-v1', 'Claude Instant', 'Anthropic', ['TEXT'], ['TEXT'], true, [], ['ON_DEMAND'], 'LEGACY'],
   ['amazon.nova-pro-v1:0', 'Nova Pro', 'Amazon', ['TEXT', 'IMAGE', 'VIDEO'], ['TEXT'], true, [], ['ON_DEMAND', 'INFERENCE_PROFILE'], 'ACTIVE'],
   ['amazon.nova-lite-v1:0', 'Nova Lite', 'Amazon', ['TEXT', 'IMAGE', 'VIDEO'], ['TEXT'], true, ['FINE_TUNING', 'DISTILLATION'], ['ON_DEMAND', 'INFERENCE_PROFILE'], 'ACTIVE'],
   ['amazon.titan-text-express-v1', 'Titan Text G1 - Express', 'Amazon', ['TEXT'], ['TEXT'], true, ['FINE_TUNING', 'CONTINUED_PRE_TRAINING'], ['ON_DEMAND'], 'ACTIVE'],
   ['amazon.titan-embed-text-v2:0', 'Titan Text Embeddings V2', 'Amazon', ['TEXT'], ['EMBEDDING'], false, [], ['ON_DEMAND'], 'ACTIVE'],
   ['amazon.titan-embed-text-v1', 'Titan Embeddings G1 - Text', 'Amazon', ['TEXT'], ['EMBEDDING'], false, [], ['ON_DEMAND'], 'ACTIVE'],
+  ['amazon.titan-embed-image-v1', 'Titan Multimodal Embeddings G1', 'Amazon', ['TEXT', 'IMAGE'], ['EMBEDDING'], false, ['FINE_TUNING'], ['ON_DEMAND'], 'ACTIVE'],
+  ['amazon.titan-image-generator-v1', 'Titan Image Generator G1', 'Amazon', ['TEXT', 'IMAGE'], ['IMAGE'], false, ['FINE_TUNING'], ['ON_DEMAND'], 'LEGACY'],
+  ['amazon.titan-image-generator-v2:0', 'Titan Image Generator G1 v2', 'Amazon', ['TEXT', 'IMAGE'], ['IMAGE'], false, ['FINE_TUNING'], ['ON_DEMAND'], 'ACTIVE'],
+  ['stability.stable-diffusion-xl-v1', 'SDXL 1.0', 'Stability AI', ['TEXT', 'IMAGE'], ['IMAGE'], false, [], ['ON_DEMAND'], 'LEGACY'],
   ['meta.llama3-1-8b-instruct-v1:0', 'Llama 3.1 8B Instruct', 'Meta', ['TEXT'], ['TEXT'], true, ['FINE_TUNING'], ['ON_DEMAND', 'INFERENCE_PROFILE'], 'ACTIVE'],
   ['meta.llama3-1-70b-instruct-v1:0', 'Llama 3.1 70B Instruct', 'Meta', ['TEXT'], ['TEXT'], true, ['FINE_TUNING'], ['ON_DEMAND', 'INFERENCE_PROFILE'], 'ACTIVE'],
   ['meta.llama3-2-11b-instruct-v1:0', 'Llama 3.2 11B Instruct', 'Meta', ['TEXT', 'IMAGE'], ['TEXT'], true, [], ['INFERENCE_PROFILE'], 'ACTIVE'],
   ['mistral.mistral-large-2402-v1:0', 'Mistral Large (24.02)', 'Mistral AI', ['TEXT'], ['TEXT'], true, [], ['ON_DEMAND'], 'ACTIVE'],
   ['mistral.mistral-7b-instruct-v0:2', 'Mistral 7B Instruct', 'Mistral AI', ['TEXT'], ['TEXT'], true, [], ['ON_DEMAND'], 'ACTIVE'],
   ['cohere.command-r-plus-v1:0', 'Command R+', 'Cohere', ['TEXT'], ['TEXT'], true, [], ['ON_DEMAND'], 'ACTIVE'],
+  ['cohere.command-text-v14', 'Command', 'Cohere', ['TEXT'], ['TEXT'], true, [], ['ON_DEMAND'], 'LEGACY'],
   ['cohere.embed-english-v3', 'Embed English', 'Cohere', ['TEXT'], ['EMBEDDING'], false, [], ['ON_DEMAND'], 'ACTIVE'],
+  ['cohere.embed-multilingual-v3', 'Embed Multilingual', 'Cohere', ['TEXT'], ['EMBEDDING'], false, [], ['ON_DEMAND'], 'ACTIVE'],
+  ['ai21.j2-ultra-v1', 'Jurassic-2 Ultra', 'AI21 Labs', ['TEXT'], ['TEXT'], false, [], ['ON_DEMAND'], 'LEGACY'],
   ['ai21.jamba-1-5-large-v1:0', 'Jamba 1.5 Large', 'AI21 Labs', ['TEXT'], ['TEXT'], true, [], ['ON_DEMAND'], 'ACTIVE'],
 ];
 
@@ -867,25 +1029,364 @@ function msgId() {
   return `msg_bdrk_01${randomBytes(16).toString('base64').replace(/[^A-Za-z0-9]/g, '').slice(0, 22)}`;
 }
 
+const NUM01 = { type: 'number', minimum: 0, maximum: 1 };
+const STRINGS = { type: 'array', items: { type: 'string' } };
+
+/** The bare model id of an id / ARN ("us.anthropic.x" -> "anthropic.x"). */
+function baseModelId(modelId) {
+  return String(modelId).split('/').pop().replace(REGION_PREFIX, '');
+}
+
+/** Which Anthropic APIs a model serves: Text Completions only up to Claude 2.1 / Instant. */
+function anthropicApis(modelId) {
+  const base = baseModelId(modelId);
+  if (!base.startsWith('anthropic.')) return { text: true, messages: true }; // an opaque ARN
+  return { text: /^anthropic\.claude-(v2|instant-v1)/.test(base), messages: true };
+}
+
+export const TITAN_IMAGE_SIZES = Object.freeze([
+  '1024x1024', '768x768', '512x512', '768x1152', '384x576', '1152x768', '576x384', '768x1280', '384x640',
+  '1280x768', '640x384', '896x1152', '448x576', '1152x896', '576x448', '768x1408', '384x704', '1408x768',
+  '704x384', '640x1408', '320x704', '1408x640', '704x320', '1152x640', '1173x640',
+]);
+export const SDXL_V1_DIMENSIONS = Object.freeze(['1024x1024', '1152x896', '1216x832', '1344x768', '1536x640', '640x1536', '768x1344', '832x1216', '896x1152']);
+const SDXL_STYLES = ['3d-model', 'analog-film', 'anime', 'cinematic', 'comic-book', 'digital-art', 'enhance', 'fantasy-art', 'isometric', 'line-art', 'low-poly', 'modeling-compound', 'neon-punk', 'origami', 'photographic', 'pixel-art', 'tile-texture'];
+const SDXL_SAMPLERS = ['DDIM', 'DDPM', 'K_DPMPP_2M', 'K_DPMPP_2S_ANCESTRAL', 'K_DPM_2', 'K_DPM_2_ANCESTRAL', 'K_EULER', 'K_EULER_ANCESTRAL', 'K_HEUN', 'K_LMS'];
+const SDXL_CLIP = ['FAST_BLUE', 'FAST_GREEN', 'NONE', 'SIMPLE', 'SLOW', 'SLOWER', 'SLOWEST'];
+export const COHERE_INPUT_TYPES = Object.freeze(['search_document', 'search_query', 'classification', 'clustering', 'image']);
+
+/** The native body schema of a model (null: not checked key by key). */
+function nativeSchema(family, modelId, body) {
+  const id = baseModelId(modelId);
+  switch (family) {
+    case 'anthropic':
+      if (Array.isArray(body.messages) || typeof body.prompt !== 'string') return null;
+      return {
+        type: 'object', required: ['prompt', 'max_tokens_to_sample'], additional: false,
+        properties: {
+          prompt: { type: 'string' }, max_tokens_to_sample: { type: 'integer', minimum: 0, maximum: 4096 },
+          temperature: NUM01, top_p: NUM01, top_k: { type: 'integer', minimum: 0, maximum: 500 },
+          stop_sequences: STRINGS, anthropic_version: { type: 'string' },
+        },
+      };
+    case 'titan': {
+      const limit = /titan-text-lite/.test(id) ? 4096 : /titan-text-premier/.test(id) ? 3072 : 8192;
+      return {
+        type: 'object', required: ['inputText'], additional: false,
+        properties: {
+          inputText: { type: 'string' },
+          textGenerationConfig: {
+            type: 'object', additional: false,
+            properties: { maxTokenCount: { type: 'integer', minimum: 0, maximum: limit }, temperature: NUM01, topP: NUM01, stopSequences: STRINGS },
+          },
+        },
+      };
+    }
+    case 'llama':
+      return {
+        type: 'object', required: ['prompt'], additional: false,
+        properties: { prompt: { type: 'string' }, temperature: NUM01, top_p: NUM01, max_gen_len: { type: 'integer', minimum: 1, maximum: 2048 }, images: STRINGS },
+      };
+    case 'mistral':
+      return {
+        type: 'object', required: ['prompt'], additional: false,
+        properties: {
+          prompt: { type: 'string' }, max_tokens: { type: 'integer', minimum: 1, maximum: /mixtral/.test(id) ? 4096 : 8192 },
+          stop: { type: 'array', maxItems: 10, items: { type: 'string' } }, temperature: NUM01, top_p: NUM01, top_k: { type: 'integer', minimum: 1, maximum: 200 },
+        },
+      };
+    case 'cohere':
+      return {
+        type: 'object', required: ['prompt'], additional: false,
+        properties: {
+          prompt: { type: 'string' }, temperature: { type: 'number', minimum: 0, maximum: 5 }, p: NUM01, k: { type: 'integer', minimum: 0, maximum: 500 },
+          max_tokens: { type: 'integer', minimum: 1, maximum: 4096 }, stop_sequences: { type: 'array', maxItems: 4, items: { type: 'string' } },
+          return_likelihoods: { type: 'string', enum: ['GENERATION', 'ALL', 'NONE'] }, stream: { type: 'boolean' },
+          num_generations: { type: 'integer', minimum: 1, maximum: 5 }, logit_bias: { type: 'object' }, truncate: { type: 'string', enum: ['NONE', 'START', 'END'] },
+        },
+      };
+    case 'ai21':
+      return {
+        type: 'object', required: ['prompt'], additional: false,
+        properties: {
+          prompt: { type: 'string' }, maxTokens: { type: 'integer', minimum: 0, maximum: 8191 }, minTokens: { type: 'integer', minimum: 0 },
+          temperature: NUM01, topP: NUM01, stopSequences: STRINGS, numResults: { type: 'integer', minimum: 1, maximum: 16 },
+          countPenalty: { type: 'object' }, presencePenalty: { type: 'object' }, frequencyPenalty: { type: 'object' },
+        },
+      };
+    case 'titan-embed':
+      if (!/v2/.test(id) && baseModelId(modelId).startsWith('amazon.')) {
+        return { type: 'object', required: ['inputText'], additional: false, properties: { inputText: { type: 'string' } } };
+      }
+      return {
+        type: 'object', required: ['inputText'], additional: false,
+        properties: {
+          inputText: { type: 'string', maxLength: 50000 }, dimensions: { type: 'integer', enum: [256, 512, 1024] }, normalize: { type: 'boolean' },
+          embeddingTypes: { type: 'array', minItems: 1, items: { type: 'string', enum: ['float', 'binary'] } },
+        },
+      };
+    case 'titan-embed-image':
+      return {
+        type: 'object', additional: false,
+        properties: {
+          inputText: { type: 'string' }, inputImage: { type: 'string' },
+          embeddingConfig: { type: 'object', required: ['outputEmbeddingLength'], additional: false, properties: { outputEmbeddingLength: { type: 'integer', enum: [256, 384, 1024] } } },
+        },
+      };
+    case 'cohere-embed':
+      return {
+        type: 'object', required: ['input_type'], additional: false,
+        properties: {
+          texts: { type: 'array', minItems: 1, maxItems: 96, items: { type: 'string', maxLength: 2048 } },
+          images: { type: 'array', minItems: 1, maxItems: 1, items: { type: 'string' } },
+          input_type: { type: 'string', enum: [...COHERE_INPUT_TYPES] }, truncate: { type: 'string', enum: ['NONE', 'START', 'END'] },
+          embedding_types: { type: 'array', minItems: 1, items: { type: 'string', enum: ['float', 'int8', 'uint8', 'binary', 'ubinary'] } },
+        },
+      };
+    case 'titan-image':
+      return {
+        type: 'object', required: ['taskType'], additional: false,
+        properties: {
+          taskType: { type: 'string', enum: ['TEXT_IMAGE', 'INPAINTING', 'OUTPAINTING', 'IMAGE_VARIATION', ...(/v2/.test(id) ? ['COLOR_GUIDED_GENERATION', 'BACKGROUND_REMOVAL'] : [])] },
+          textToImageParams: {
+            type: 'object', required: ['text'], additional: false,
+            properties: {
+              text: { type: 'string', minLength: 1, maxLength: 512 }, negativeText: { type: 'string', minLength: 1, maxLength: 512 },
+              ...(/v2/.test(id) ? { conditionImage: { type: 'string' }, controlMode: { type: 'string', enum: ['CANNY_EDGE', 'SEGMENTATION'] }, controlStrength: NUM01 } : {}),
+            },
+          },
+          inPaintingParams: { type: 'object' }, outPaintingParams: { type: 'object' }, imageVariationParams: { type: 'object' },
+          colorGuidedGenerationParams: { type: 'object' }, backgroundRemovalParams: { type: 'object' },
+          imageGenerationConfig: {
+            type: 'object', additional: false,
+            properties: {
+              numberOfImages: { type: 'integer', minimum: 1, maximum: 5 }, quality: { type: 'string', enum: ['standard', 'premium'] },
+              height: { type: 'integer' }, width: { type: 'integer' }, cfgScale: { type: 'number', minimum: 1.1, maximum: 10 },
+              seed: { type: 'integer', minimum: 0, maximum: 2147483646 },
+            },
+          },
+        },
+      };
+    case 'stability':
+      return {
+        type: 'object', required: ['text_prompts'], additional: false,
+        properties: {
+          text_prompts: {
+            type: 'array', minItems: 1,
+            items: { type: 'object', required: ['text'], additional: false, properties: { text: { type: 'string', minLength: 1, maxLength: 2000 }, weight: { type: 'number' } } },
+          },
+          height: { type: 'integer', minimum: 128 }, width: { type: 'integer', minimum: 128 },
+          cfg_scale: { type: 'number', minimum: 0, maximum: 35 }, clip_guidance_preset: { type: 'string', enum: SDXL_CLIP },
+          sampler: { type: 'string', enum: SDXL_SAMPLERS }, samples: { type: 'integer', minimum: 1, maximum: 1 },
+          seed: { type: 'integer', minimum: 0, maximum: 4294967295 }, steps: { type: 'integer', minimum: 10, maximum: 150 },
+          style_preset: { type: 'string', enum: SDXL_STYLES }, extras: { type: 'object' },
+        },
+      };
+    default:
+      return null;
+  }
+}
+
+// Largest Converse inferenceConfig.maxTokens per model (null: not checked).
+function converseMaxTokens(family, modelId) {
+  const id = baseModelId(modelId);
+  switch (family) {
+    case 'anthropic':
+      if (/claude-(v2|instant)/.test(id)) return 4096;
+      if (/claude-3-5-/.test(id)) return 8192;
+      if (/claude-3-(haiku|sonnet|opus)/.test(id)) return 4096;
+      if (/claude-3-7|claude-sonnet-4/.test(id)) return 64000;
+      if (/claude-opus-4/.test(id)) return 32000;
+      return null;
+    case 'titan':
+      return /titan-text-lite/.test(id) ? 4096 : /titan-text-premier/.test(id) ? 3072 : 8192;
+    case 'llama':
+      return 2048;
+    case 'mistral':
+      return /mixtral/.test(id) ? 4096 : 8192;
+    case 'cohere':
+      return 4096;
+    case 'ai21':
+      return 8191;
+    default:
+      return null;
+  }
+}
+
+/** Whether Converse accepts a toolConfig for the model. */
+function converseToolSupport(family, modelId) {
+  const id = baseModelId(modelId);
+  if (!/^[a-z0-9]+\./.test(id)) return true; // an opaque ARN
+  switch (family) {
+    case 'anthropic': return !/claude-(v2|instant)/.test(id);
+    case 'nova': return true;
+    case 'llama': return /llama3-[1-9]-|llama4/.test(id);
+    case 'mistral': return /mistral-(large|small)|pixtral/.test(id);
+    case 'cohere-r': return true;
+    case 'jamba': return true;
+    default: return false;
+  }
+}
+
+function blocksOf(m) {
+  return m && Array.isArray(m.content) ? m.content.filter((b) => b && typeof b === 'object') : [];
+}
+
+function smithyRange(value, path, op, bound) {
+  return `1 validation error detected: Value '${value}' at '${path}' failed to satisfy constraint: Member must have value ${op} ${bound}`;
+}
+
 /**
- * Plans a Bedrock answer from the request: texts, max tokens, caching.
- * Returns { family, input, output, cacheRead, cacheWrite, maxGiven, error? }.
+ * Converse checks Bedrock makes before the model: roles, tool turns,
+ * inferenceConfig. Returns an error message or null.
  */
-function planBedrock(op, family, body) {
+function converseViolation(body, family, modelId) {
+  const msgs = body.messages;
+  for (let i = 0; i < msgs.length; i++) {
+    const role = msgs[i]?.role;
+    if (role !== 'user' && role !== 'assistant') {
+      return `1 validation error detected: Value '${role}' at 'messages.${i + 1}.member.role' failed to satisfy constraint: Member must satisfy enum value set: [user, assistant]`;
+    }
+  }
+  if (msgs[0].role !== 'user') return 'A conversation must start with a user message. Try again with a conversation that starts with a user message.';
+  for (let i = 1; i < msgs.length; i++) {
+    if (msgs[i].role === msgs[i - 1].role) {
+      return 'A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.';
+    }
+  }
+  const ic = body.inferenceConfig || {};
+  if (ic.maxTokens !== undefined) {
+    if (ic.maxTokens < 1) return smithyRange(ic.maxTokens, 'inferenceConfig.maxTokens', 'greater than or equal to', 1);
+    const limit = converseMaxTokens(family, modelId);
+    if (limit && ic.maxTokens > limit) {
+      return `The maximum tokens you requested exceeds the model limit of ${limit}. Try again with a maximum tokens value that is lower than ${limit}.`;
+    }
+  }
+  if (ic.temperature !== undefined) {
+    if (ic.temperature < 0) return smithyRange(ic.temperature, 'inferenceConfig.temperature', 'greater than or equal to', 0);
+    if (ic.temperature > 1) return smithyRange(ic.temperature, 'inferenceConfig.temperature', 'less than or equal to', 1);
+  }
+  if (ic.topP !== undefined) {
+    if (ic.topP < 0) return smithyRange(ic.topP, 'inferenceConfig.topP', 'greater than or equal to', 0);
+    if (ic.topP > 1) return smithyRange(ic.topP, 'inferenceConfig.topP', 'less than or equal to', 1);
+  }
+  const toolBlocks = msgs.some((m) => blocksOf(m).some((b) => b.toolUse || b.toolResult));
+  const tc = body.toolConfig;
+  if (toolBlocks && !tc) return 'The toolConfig field must be defined when using toolUse and toolResult content blocks.';
+  if (tc) {
+    if (!Array.isArray(tc.tools) || tc.tools.length === 0) {
+      return `1 validation error detected: Value '[]' at 'toolConfig.tools' failed to satisfy constraint: Member must have length greater than or equal to 1`;
+    }
+    if (!converseToolSupport(family, modelId)) return "This model doesn't support tool use.";
+    const forced = tc.toolChoice?.tool?.name;
+    if (forced !== undefined && !tc.tools.some((t) => t?.toolSpec?.name === forced)) {
+      return `The tool ${forced} in toolChoice is not defined in toolConfig.tools. Try again with a tool name that is defined in toolConfig.tools.`;
+    }
+  }
+  // Each toolResult answers a toolUse of the assistant turn just before it.
+  for (let i = 0; i < msgs.length; i++) {
+    if (msgs[i].role !== 'user') continue;
+    const results = blocksOf(msgs[i]).filter((b) => b.toolResult).map((b) => b.toolResult.toolUseId);
+    const prev = i > 0 ? blocksOf(msgs[i - 1]).filter((b) => b.toolUse).map((b) => b.toolUse.toolUseId) : [];
+    if (results.length > prev.length) {
+      return `The number of toolResult blocks at messages.${i}.content exceeds the number of toolUse blocks of previous turn.`;
+    }
+    const missing = prev.filter((id) => !results.includes(id));
+    if (missing.length) return `Expected toolResult blocks at messages.${i}.content for the following Ids: ${missing.join(', ')}`;
+  }
+  return null;
+}
+
+/** A value satisfying a JSON schema, deterministically (tool inputs). */
+export function sampleFromSchema(schema, name = 'value', depth = 0) {
+  if (!schema || typeof schema !== 'object' || depth > 6) return `fake-${name}`;
+  if (Array.isArray(schema.enum) && schema.enum.length) return schema.enum[0];
+  if (schema.const !== undefined) return schema.const;
+  const type = Array.isArray(schema.type) ? schema.type[0] : schema.type;
+  switch (type) {
+    case 'integer': return schema.minimum ?? 1;
+    case 'number': return schema.minimum ?? 1.5;
+    case 'boolean': return true;
+    case 'null': return null;
+    case 'array': return schema.items ? [sampleFromSchema(schema.items, name, depth + 1)] : [];
+    case 'object': {
+      const props = schema.properties || {};
+      const keys = Array.isArray(schema.required) && schema.required.length ? schema.required : Object.keys(props);
+      const o = {};
+      for (const k of keys) o[k] = sampleFromSchema(props[k], k, depth + 1);
+      return o;
+    }
+    default:
+      return `fake-${name}`;
+  }
+}
+
+/** The deterministic toolUseId the fake gives a tool call. */
+export function toolUseIdFor(messages, name) {
+  const h = createHash('sha256').update(JSON.stringify(messages)).update('\u0000').update(String(name)).digest('base64url');
+  return `tooluse_${h.slice(0, 22)}`;
+}
+
+/**
+ * Which tool (if any) the fake "model" calls: only when the last message is
+ * a user turn without toolResult blocks. toolChoice {tool} forces that tool;
+ * otherwise the first tool whose name (or the name with '_' read as ' ')
+ * appears in the last user text, else the first tool when that text
+ * mentions "weather", else, with toolChoice {any}, the first tool.
+ */
+export function pickTool(body) {
+  const tc = body.toolConfig;
+  if (!tc || !Array.isArray(tc.tools) || tc.tools.length === 0) return null;
+  const last = body.messages[body.messages.length - 1];
+  if (last.role !== 'user' || blocksOf(last).some((b) => b.toolResult)) return null;
+  const specs = tc.tools.map((t) => t?.toolSpec).filter((t) => t && typeof t.name === 'string');
+  if (specs.length === 0) return null;
+  const text = blocksOf(last).map((b) => (typeof b.text === 'string' ? b.text : '')).join(' ').toLowerCase();
+  let spec = null;
+  if (tc.toolChoice?.tool?.name) spec = specs.find((t) => t.name === tc.toolChoice.tool.name) || null;
+  if (!spec) spec = specs.find((t) => text.includes(t.name.toLowerCase()) || text.includes(t.name.toLowerCase().replace(/_/g, ' '))) || null;
+  if (!spec && /\bweather\b/.test(text)) spec = specs[0];
+  if (!spec && tc.toolChoice?.any) spec = specs[0];
+  if (!spec) return null;
+  const schema = spec.inputSchema?.json;
+  const input = schema ? sampleFromSchema(typeof schema === 'string' ? JSON.parse(schema) : schema, spec.name) : {};
+  return { toolUseId: toolUseIdFor(body.messages, spec.name), name: spec.name, input: input && typeof input === 'object' ? input : {} };
+}
+
+/**
+ * Plans a Bedrock answer from the request: texts, max tokens, caching, and
+ * the model-specific checks. Returns { family, input, output, cacheRead,
+ * cacheWrite, maxGiven, embed, image, n, each, tool } or { error }.
+ */
+function planBedrock(op, family, body, modelId = '') {
   const texts = [];
   let max;
   let cache = false;
+  let n = 1;
+  let tool = null;
+  let image = null;
+  let embedInput = null;
   const err = (message) => ({ error: { name: 'ValidationException', message } });
   if (!body || typeof body !== 'object' || Array.isArray(body)) return err('Malformed input request, please reformat your input and try again.');
-  if (op === 'Converse' || op === 'ConverseStream') {
+  const converse = op === 'Converse' || op === 'ConverseStream';
+  if (converse) {
     if (!Array.isArray(body.messages) || body.messages.length === 0) {
       return err('A conversation must start with a user message. Try again with a conversation that starts with a user message.');
     }
+    const v = converseViolation(body, family, modelId);
+    if (v) return err(v);
     messagesTexts(body.messages, texts);
     if (Array.isArray(body.system)) contentTexts(body.system, texts);
+    for (const t of body.toolConfig?.tools || []) if (typeof t?.toolSpec?.description === 'string') texts.push(t.toolSpec.description);
     max = body.inferenceConfig?.maxTokens;
     cache = hasKeyDeep(body.messages, 'cachePoint') || hasKeyDeep(body.system, 'cachePoint') || hasKeyDeep(body.toolConfig, 'cachePoint');
+    tool = pickTool(body);
   } else {
+    const schema = nativeSchema(family, modelId, body);
+    if (schema) {
+      const v = schemaViolations(schema, body);
+      if (v.length) return err(malformed(v));
+    }
     switch (family) {
       case 'anthropic':
         if (Array.isArray(body.messages)) {
@@ -896,7 +1397,17 @@ function planBedrock(op, family, body) {
           max = body.max_tokens;
           cache = hasKeyDeep(body, 'cache_control');
         } else if (typeof body.prompt === 'string') {
-          if (body.max_tokens_to_sample === undefined) return err('Malformed input request: #: required key [max_tokens_to_sample] not found, please reformat your input and try again.');
+          if (!anthropicApis(modelId).text) {
+            return err(`"${anthropicModelName(modelId)}" is not supported on this API. Please use the Messages API instead.`);
+          }
+          const starts = /^(?:[\s\S]*?)\n\nHuman:/.test(body.prompt);
+          const lastHuman = body.prompt.lastIndexOf('\n\nHuman:');
+          const lastAssistant = body.prompt.lastIndexOf('\n\nAssistant:');
+          const ends = lastAssistant >= 0 && lastAssistant > lastHuman;
+          const problems = [];
+          if (!starts) problems.push('prompt must start with "\n\nHuman:" turn after an optional system prompt');
+          if (!ends) problems.push('prompt must end with "\n\nAssistant:" turn');
+          if (problems.length) return err(problems.join(', '));
           texts.push(body.prompt);
           max = body.max_tokens_to_sample;
         } else {
@@ -904,18 +1415,44 @@ function planBedrock(op, family, body) {
         }
         break;
       case 'titan':
-        if (typeof body.inputText !== 'string') return err('Malformed input request: #: required key [inputText] not found, please reformat your input and try again.');
         texts.push(body.inputText);
         max = body.textGenerationConfig?.maxTokenCount;
         break;
       case 'titan-embed':
-        if (typeof body.inputText !== 'string') return err('Malformed input request: #: required key [inputText] not found, please reformat your input and try again.');
         texts.push(body.inputText);
+        embedInput = body.inputText;
         break;
-      case 'cohere-embed':
-        if (!Array.isArray(body.texts)) return err('Malformed input request: #: required key [texts] not found, please reformat your input and try again.');
-        texts.push(...body.texts);
+      case 'titan-embed-image': {
+        if (body.inputText === undefined && body.inputImage === undefined) {
+          return err(malformed(['#: required key [inputText] not found', '#: required key [inputImage] not found']));
+        }
+        if (body.inputImage !== undefined) {
+          const kind = sniffImage(body.inputImage);
+          if (kind !== 'png' && kind !== 'jpeg') {
+            return err(malformed([`#/inputImage: ${kind ? `image format ${kind} is not supported, only PNG and JPEG are` : 'the value is not a base64-encoded PNG or JPEG image'}`]));
+          }
+        }
+        if (typeof body.inputText === 'string') texts.push(body.inputText);
         break;
+      }
+      case 'cohere-embed': {
+        const hasTexts = body.texts !== undefined;
+        const hasImages = body.images !== undefined;
+        if (!hasTexts && !hasImages) return err(malformed(['#: required key [texts] not found']));
+        if (hasTexts && hasImages) return err(malformed(['#: only one of [texts, images] may be given']));
+        if (hasImages) {
+          if (body.input_type !== 'image') return err(malformed([`#/input_type: ${body.input_type} is not a valid enum value for images, expected: image`]));
+          const m = /^data:image\/(png|jpeg|jpg|webp|gif);base64,(.+)$/s.exec(body.images[0]);
+          const kind = m ? sniffImage(m[2]) : null;
+          if (!m || !kind || (m[1] === 'jpg' ? 'jpeg' : m[1]) !== kind) {
+            return err(malformed(['#/images/0: expected a data URI (data:image/<png|jpeg|webp|gif>;base64,...) of that image type']));
+          }
+        } else {
+          if (body.input_type === 'image') return err(malformed(['#/input_type: image requires [images], not [texts]']));
+          texts.push(...body.texts);
+        }
+        break;
+      }
       case 'nova':
         if (!Array.isArray(body.messages)) return err('Malformed input request: #: required key [messages] not found, please reformat your input and try again.');
         messagesTexts(body.messages, texts);
@@ -924,15 +1461,17 @@ function planBedrock(op, family, body) {
         cache = hasKeyDeep(body, 'cachePoint');
         break;
       case 'llama':
-        if (typeof body.prompt !== 'string') return err('Malformed input request: #: required key [prompt] not found, please reformat your input and try again.');
         texts.push(body.prompt);
         max = body.max_gen_len;
         break;
       case 'mistral':
-      case 'cohere':
-        if (typeof body.prompt !== 'string') return err('Malformed input request: #: required key [prompt] not found, please reformat your input and try again.');
         texts.push(body.prompt);
         max = body.max_tokens;
+        break;
+      case 'cohere':
+        texts.push(body.prompt);
+        max = body.max_tokens;
+        if (op === 'InvokeModel') n = body.num_generations ?? 1;
         break;
       case 'cohere-r':
         if (typeof body.message !== 'string') return err('Malformed input request: #: required key [message] not found, please reformat your input and try again.');
@@ -942,36 +1481,67 @@ function planBedrock(op, family, body) {
         max = body.max_tokens;
         break;
       case 'ai21':
-        if (typeof body.prompt !== 'string') return err('Malformed input request: #: required key [prompt] not found, please reformat your input and try again.');
         texts.push(body.prompt);
         max = body.maxTokens;
+        n = body.numResults ?? 1;
         break;
       case 'jamba':
         if (!Array.isArray(body.messages)) return err('Malformed input request: #: required key [messages] not found, please reformat your input and try again.');
         messagesTexts(body.messages, texts);
         max = body.max_tokens;
         break;
+      case 'titan-image': {
+        if (body.taskType !== 'TEXT_IMAGE') {
+          return err(`taskType ${body.taskType} needs an input image; this fake serves TEXT_IMAGE only.`);
+        }
+        if (body.textToImageParams === undefined) return err(malformed(['#: required key [textToImageParams] not found']));
+        const cfg = body.imageGenerationConfig || {};
+        const width = cfg.width ?? 1024;
+        const height = cfg.height ?? 1024;
+        if (!TITAN_IMAGE_SIZES.includes(`${width}x${height}`)) {
+          return err(malformed([`#/imageGenerationConfig: ${width}x${height} (width x height) is not a supported image size`]));
+        }
+        image = { count: cfg.numberOfImages ?? 1, width, height, quality: cfg.quality ?? 'standard', seed: cfg.seed ?? 42 };
+        break;
+      }
+      case 'stability': {
+        const v1 = /stable-diffusion-xl-v1/.test(baseModelId(modelId));
+        const width = body.width ?? (v1 ? 1024 : 512);
+        const height = body.height ?? (v1 ? 1024 : 512);
+        if (v1 && !SDXL_V1_DIMENSIONS.includes(`${width}x${height}`)) {
+          return err(`for stable-diffusion-xl-1024-v1-0 the allowed dimensions are ${SDXL_V1_DIMENSIONS.join(', ')}, but we received ${width}x${height}`);
+        }
+        if (!v1 && (width % 64 || height % 64 || width * height < 262144 || width * height > 1048576)) {
+          return err(`height and width must be specified in increments of 64 and give between 262144 and 1048576 pixels, but we received ${width}x${height}`);
+        }
+        const prompt = body.text_prompts.map((p) => p.text).join(' ');
+        const seed = body.seed ?? createHash('sha256').update(prompt).digest().readUInt32BE(0);
+        image = { count: 1, width, height, steps: body.steps ?? 30, seed };
+        break;
+      }
       default:
         return err('The provided model identifier is invalid.');
     }
   }
   const maxGiven = typeof max === 'number' && max <= MAX_OUTPUT;
-  const embed = op !== 'Converse' && op !== 'ConverseStream' && (family === 'titan-embed' || family === 'cohere-embed');
+  const embed = !converse && (family === 'titan-embed' || family === 'cohere-embed' || family === 'titan-embed-image');
+  const each = embed || image ? 0 : outputTokensFor(max);
+  // Image-only embedding requests carry no text: no input tokens.
+  const imageOnly = (family === 'titan-embed-image' && typeof body.inputText !== 'string') || (family === 'cohere-embed' && body.images !== undefined);
   return {
     family,
-    input: inputTokensFor(texts),
-    output: embed ? 0 : outputTokensFor(max),
+    input: image ? 0 : imageOnly ? 0 : inputTokensFor(texts),
+    output: each * n,
+    each,
+    n,
     cacheRead: cache ? CACHE_READ : 0,
     cacheWrite: cache ? CACHE_WRITE : 0,
     maxGiven,
     embed,
+    embedInput,
+    image,
+    tool,
   };
-}
-
-function embeddingVector(n, seed) {
-  const v = [];
-  for (let i = 0; i < n; i++) v.push(Number((Math.sin(seed + i) / 10).toFixed(6)));
-  return v;
 }
 
 /** The family's native InvokeModel response body. */
@@ -1004,19 +1574,41 @@ function nativeResponse(plan, modelId, body, text) {
         results: [{ tokenCount: output, outputText: text, completionReason: maxGiven ? 'LENGTH' : 'FINISH' }],
       };
     case 'titan-embed': {
-      const dims = body.dimensions || (String(modelId).includes('v2') ? 1024 : 1536);
-      const embedding = embeddingVector(dims, input);
-      const r = { embedding, inputTextTokenCount: input };
-      if (String(modelId).includes('v2')) r.embeddingsByType = { float: embedding };
+      if (!/v2/.test(baseModelId(modelId))) return { embedding: fakeEmbedding(body.inputText, 1536), inputTextTokenCount: input };
+      const dims = body.dimensions ?? 1024;
+      const embedding = fakeEmbedding(body.inputText, dims, { normalize: body.normalize ?? true });
+      const types = body.embeddingTypes ?? ['float'];
+      const byType = {};
+      if (types.includes('binary')) byType.binary = bitsOf(embedding);
+      if (types.includes('float')) byType.float = embedding;
+      return { embedding, inputTextTokenCount: input, embeddingsByType: byType };
+    }
+    case 'titan-embed-image': {
+      const dims = body.embeddingConfig?.outputEmbeddingLength ?? 1024;
+      return { embedding: fakeEmbedding(`${body.inputText ?? ''}\u0001${body.inputImage ?? ''}`, dims, { normalize: true }), inputTextTokenCount: input };
+    }
+    case 'cohere-embed': {
+      const items = body.texts ?? body.images;
+      const floats = items.map((t) => fakeEmbedding(t, 1024, { normalize: true }));
+      const r = { embeddings: floats, id: requestId(), response_type: 'embeddings_floats', texts: (body.texts ?? []).map((t) => String(t).toLowerCase()) };
+      if (body.embedding_types) {
+        const by = {};
+        for (const t of body.embedding_types) {
+          if (t === 'float') by.float = floats;
+          if (t === 'int8') by.int8 = floats.map(int8Of);
+          if (t === 'uint8') by.uint8 = floats.map((v) => int8Of(v).map((x) => x + 128));
+          if (t === 'binary') by.binary = floats.map((v) => packedBits(v, true));
+          if (t === 'ubinary') by.ubinary = floats.map((v) => packedBits(v, false));
+        }
+        r.embeddings = by;
+        r.response_type = 'embeddings_by_type';
+      }
       return r;
     }
-    case 'cohere-embed':
-      return {
-        embeddings: body.texts.map((_, i) => embeddingVector(1024, input + i)),
-        id: requestId(),
-        response_type: 'embeddings_floats',
-        texts: body.texts.map((t) => String(t).toLowerCase()),
-      };
+    case 'titan-image':
+      return { images: Array.from({ length: plan.image.count }, () => TINY_PNG_BASE64), error: null };
+    case 'stability':
+      return { result: 'success', artifacts: [{ seed: plan.image.seed, base64: TINY_PNG_BASE64, finishReason: 'SUCCESS' }] };
     case 'nova': {
       const usage = { inputTokens: input, outputTokens: output, totalTokens: input + output + cacheRead + cacheWrite };
       usage.cacheReadInputTokenCount = cacheRead;
@@ -1031,12 +1623,18 @@ function nativeResponse(plan, modelId, body, text) {
       return { generation: text, prompt_token_count: input, generation_token_count: output, stop_reason: maxGiven ? 'length' : 'stop' };
     case 'mistral':
       return { outputs: [{ text, stop_reason: maxGiven ? 'length' : 'stop' }] };
-    case 'cohere':
-      return {
-        generations: [{ finish_reason: maxGiven ? 'MAX_TOKENS' : 'COMPLETE', id: requestId(), text, index: 0, is_finished: true }],
-        id: requestId(),
-        prompt: body.prompt,
+    case 'cohere': {
+      const likely = body.return_likelihoods === 'GENERATION' || body.return_likelihoods === 'ALL';
+      const gen = () => {
+        const g = { id: requestId(), text, finish_reason: maxGiven ? 'MAX_TOKENS' : 'COMPLETE' };
+        if (likely) {
+          g.likelihood = Number((-0.25 * plan.each).toFixed(4));
+          g.token_likelihoods = text.split(' ').map((w, i) => ({ token: i ? ` ${w}` : w, likelihood: -0.25 }));
+        }
+        return g;
       };
+      return { generations: Array.from({ length: plan.n }, gen), id: requestId(), prompt: body.prompt };
+    }
     case 'cohere-r':
       return {
         response_id: requestId(),
@@ -1050,17 +1648,26 @@ function nativeResponse(plan, modelId, body, text) {
         finish_reason: maxGiven ? 'MAX_TOKENS' : 'COMPLETE',
         meta: { api_version: { version: '1' }, billed_units: { input_tokens: input, output_tokens: output } },
       };
-    case 'ai21':
+    case 'ai21': {
+      const tokensOf = (str, count) => {
+        const out = [];
+        const re = /\S+/g;
+        let m;
+        while ((m = re.exec(str)) && out.length < count) {
+          out.push({ generatedToken: { token: `▁${m[0]}`, logprob: -0.5, raw_logprob: -0.5 }, topTokens: null, textRange: { start: m.index, end: m.index + m[0].length } });
+        }
+        while (out.length < count) out.push({ generatedToken: { token: '<|endoftext|>', logprob: 0, raw_logprob: 0 }, topTokens: null, textRange: { start: str.length, end: str.length } });
+        return out;
+      };
       return {
         id: 1234,
-        prompt: { text: body.prompt, tokens: [] },
-        completions: [
-          {
-            data: { text, tokens: [] },
-            finishReason: maxGiven ? { reason: 'length', length: output } : { reason: 'endoftext' },
-          },
-        ],
+        prompt: { text: body.prompt, tokens: tokensOf(body.prompt, input) },
+        completions: Array.from({ length: plan.n }, () => ({
+          data: { text, tokens: tokensOf(text, plan.each) },
+          finishReason: maxGiven ? { reason: 'length', length: plan.each } : { reason: 'endoftext' },
+        })),
       };
+    }
     case 'jamba':
       return {
         id: `chatcmpl-${hex(12)}`,
@@ -1176,7 +1783,7 @@ function nativeStream(plan, modelId, body) {
     case 'cohere':
       return {
         head: [],
-        delta: (t) => ({ text: t, is_finished: false }),
+        delta: (t) => ({ text: t, is_finished: false, index: 0 }),
         tail: (m) => [{
           is_finished: true,
           finish_reason: maxGiven ? 'MAX_TOKENS' : 'COMPLETE',
@@ -1368,30 +1975,49 @@ export async function startFakeBedrock({ registry, bearerTokens = new Set(), reg
     if (!family && converse) {
       return sendAwsError(res, rec, { status: 400, name: 'ValidationException', message: 'The provided model identifier is invalid.', ns: BEDROCK_NS });
     }
-    if (converse && (family === 'titan-embed' || family === 'cohere-embed')) {
+    const nonChat = family === 'titan-embed' || family === 'titan-embed-image' || family === 'cohere-embed' || family === 'titan-image' || family === 'stability';
+    if (converse && nonChat) {
       return sendAwsError(res, rec, { status: 400, name: 'ValidationException', message: "This action doesn't support the model that you provided. Try again with a supported text or chat model.", ns: BEDROCK_NS });
     }
-    if (rec.op === 'InvokeModelWithResponseStream' && (family === 'titan-embed' || family === 'cohere-embed' || family === 'ai21')) {
+    if (rec.op === 'InvokeModelWithResponseStream' && (nonChat || family === 'ai21')) {
       return sendAwsError(res, rec, { status: 400, name: 'ValidationException', message: 'The model is unsupported for streaming', ns: BEDROCK_NS });
     }
-    const plan = planBedrock(rec.op, family, body);
+    const plan = planBedrock(rec.op, family, body, script.id);
     if (plan.error) return sendAwsError(res, rec, { status: 400, ns: BEDROCK_NS, ...plan.error });
-    if (script.drip) plan.output = plan.embed ? 0 : script.drip.n;
+    if (script.drip && !plan.embed && !plan.image) {
+      plan.output = plan.each = script.drip.n;
+      plan.n = 1;
+    }
     rec.plan = plan;
-    const text = wordsOut(plan.output);
+    const text = wordsOut(plan.each);
+    // With a tool call, Claude writes a short text block first; other models
+    // answer with the toolUse block alone.
+    const showText = !plan.tool || family === 'anthropic';
 
     if (!stream) {
       if (script.drip) await later(script.drip.n * script.drip.ms);
       if (rec.closed) return;
       const latency = Date.now() - start;
       rec.answered = converse ? 'converse' : 'invoke';
-      rec.textSent = plan.embed ? '' : text;
+      rec.textSent = plan.embed || plan.image || !showText ? '' : text;
+      if (plan.image) {
+        // Image models: no token counts, in the headers or anywhere.
+        rec.usage = null;
+        rec.images = plan.image.count;
+        return sendJson(res, rec, 200, nativeResponse(plan, script.id, body, text), { 'X-Amzn-Bedrock-Invocation-Latency': String(latency) });
+      }
       rec.usage = usageRecord(plan);
       if (converse) {
+        const content = [];
+        if (showText) content.push({ text });
+        if (plan.tool) {
+          content.push({ toolUse: { ...plan.tool } });
+          rec.toolUse = plan.tool;
+        }
         return sendJson(res, rec, 200, {
           metrics: { latencyMs: latency },
-          output: { message: { content: [{ text }], role: 'assistant' } },
-          stopReason: plan.maxGiven ? 'max_tokens' : 'end_turn',
+          output: { message: { content, role: 'assistant' } },
+          stopReason: plan.tool ? 'tool_use' : plan.maxGiven ? 'max_tokens' : 'end_turn',
           usage: converseUsage(plan),
         });
       }
@@ -1422,28 +2048,55 @@ export async function startFakeBedrock({ registry, bearerTokens = new Set(), reg
     let deltas;
     if (script.drip) deltas = pieces(plan.output, plan.output);
     else deltas = pieces(plan.output, 5);
-    const nDeltas = script.midstream ? Math.min(2, deltas.length) : script.cut !== null ? Math.min(script.cut, deltas.length) : deltas.length;
+    const limit = script.midstream ? 2 : script.cut !== null ? script.cut : Infinity;
     const deltaWords = (t) => t.split(/\s+/).filter(Boolean).length;
 
     const chunkFrame = (obj) => eventFrame('chunk', { bytes: Buffer.from(JSON.stringify(obj)).toString('base64'), p: pad() });
     const cEvent = (type, obj) => eventFrame(type, { ...obj, p: pad() });
 
-    let native = null;
     if (converse) {
       if (!s.write(cEvent('messageStart', { role: 'assistant' }))) return;
+      // [event type, payload, text carried, is a content delta]
+      const evs = [];
+      if (showText) {
+        for (const t of deltas) evs.push(['contentBlockDelta', { contentBlockIndex: 0, delta: { text: t } }, t, true]);
+        evs.push(['contentBlockStop', { contentBlockIndex: 0 }, null, false]);
+      }
+      if (plan.tool) {
+        const idx = showText ? 1 : 0;
+        evs.push(['contentBlockStart', { contentBlockIndex: idx, start: { toolUse: { toolUseId: plan.tool.toolUseId, name: plan.tool.name } } }, null, false]);
+        for (const piece of splitString(JSON.stringify(plan.tool.input), 3)) {
+          evs.push(['contentBlockDelta', { contentBlockIndex: idx, delta: { toolUse: { input: piece } } }, null, true]);
+        }
+        evs.push(['contentBlockStop', { contentBlockIndex: idx }, null, false]);
+        rec.toolUse = plan.tool;
+      }
+      let sent = 0;
+      for (const [type, payload, t, isDelta] of evs) {
+        if (sent >= limit) break;
+        if (isDelta && script.drip && script.drip.ms > 0) await later(script.drip.ms);
+        if (!s.write(cEvent(type, payload))) return;
+        if (isDelta) {
+          sent++;
+          rec.eventsSent++;
+          if (t) rec.textSent += t;
+        }
+      }
     } else {
-      native = nativeStream(plan, script.id, body);
+      const native = nativeStream(plan, script.id, body);
       for (const h of native.head) if (!s.write(chunkFrame(h))) return;
-    }
-    for (let i = 0; i < nDeltas; i++) {
-      if (script.drip && script.drip.ms > 0) await later(script.drip.ms);
-      const t = deltas[i];
-      const ok = converse
-        ? s.write(cEvent('contentBlockDelta', { contentBlockIndex: 0, delta: { text: t } }))
-        : s.write(chunkFrame(native.delta(t, deltaWords(t))));
-      if (!ok) return;
-      rec.eventsSent++;
-      rec.textSent += t;
+      const nDeltas = Math.min(limit, deltas.length);
+      for (let i = 0; i < nDeltas; i++) {
+        if (script.drip && script.drip.ms > 0) await later(script.drip.ms);
+        const t = deltas[i];
+        if (!s.write(chunkFrame(native.delta(t, deltaWords(t))))) return;
+        rec.eventsSent++;
+        rec.textSent += t;
+      }
+      if (!script.midstream && script.cut === null) {
+        const latency = Date.now() - start;
+        for (const t of native.tail(invocationMetrics(plan, latency, firstByte))) if (!s.write(chunkFrame(t))) return;
+      }
     }
     if (script.midstream) {
       const type = script.midstream.charAt(0).toLowerCase() + script.midstream.slice(1);
@@ -1461,13 +2114,10 @@ export async function startFakeBedrock({ registry, bearerTokens = new Set(), reg
       return;
     }
     if (script.cut !== null) return s.cut(later);
-    const latency = Date.now() - start;
     if (converse) {
-      if (!s.write(cEvent('contentBlockStop', { contentBlockIndex: 0 }))) return;
-      if (!s.write(cEvent('messageStop', { stopReason: plan.maxGiven ? 'max_tokens' : 'end_turn' }))) return;
+      const latency = Date.now() - start;
+      if (!s.write(cEvent('messageStop', { stopReason: plan.tool ? 'tool_use' : plan.maxGiven ? 'max_tokens' : 'end_turn' }))) return;
       if (!s.write(cEvent('metadata', { metrics: { latencyMs: latency }, usage: converseUsage(plan) }))) return;
-    } else {
-      for (const t of native.tail(invocationMetrics(plan, latency, firstByte))) if (!s.write(chunkFrame(t))) return;
     }
     rec.usage = usageRecord(plan);
     s.end();
@@ -1526,6 +2176,36 @@ function splitBytes(buf, offset = 0) {
   return parts;
 }
 
+/** JumpStart endpoints serving a text-embedding model (by name). */
+function jumpstartEmbedding(name) {
+  return name.startsWith('jumpstart-') && /embed|minilm|mpnet|bge|gte|e5-/i.test(name);
+}
+
+function jumpstartEmbeddingDims(name) {
+  if (/large/i.test(name)) return 1024;
+  if (/mpnet|base/i.test(name)) return 768;
+  return 384;
+}
+
+/**
+ * TGI's request validation (router/src/validation.rs): the 422
+ * "Input validation error: ..." message, or null.
+ */
+function tgiViolation(p, chat) {
+  const bad = (m) => `Input validation error: ${m}`;
+  if (p.temperature !== undefined && p.temperature !== null) {
+    if (typeof p.temperature !== 'number') return null;
+    if (chat ? p.temperature < 0 : p.temperature <= 0) return bad('`temperature` must be strictly positive');
+  }
+  if (p.top_p !== undefined && p.top_p !== null && (p.top_p <= 0 || p.top_p >= 1)) return bad('`top_p` must be > 0.0 and < 1.0');
+  if (p.top_k !== undefined && p.top_k !== null && p.top_k <= 0) return bad('`top_k` must be strictly positive');
+  if (p.repetition_penalty !== undefined && p.repetition_penalty !== null && p.repetition_penalty <= 0) return bad('`repetition_penalty` must be strictly positive');
+  const maxNew = chat ? p.max_tokens : p.max_new_tokens;
+  if (maxNew !== undefined && maxNew !== null && maxNew <= 0) return bad('`max_new_tokens` must be strictly positive');
+  if (Array.isArray(p.stop) && p.stop.length > 4) return bad(`\`stop\` supports up to 4 stop sequences. Given: ${p.stop.length}`);
+  return null;
+}
+
 function containerKind(name) {
   if (name.startsWith('tgi-')) return 'tgi';
   if (name.startsWith('jumpstart-')) return 'jumpstart';
@@ -1545,18 +2225,37 @@ function containerAnswer(kind, endpoint, body, { drip } = {}) {
   const created = Math.floor(Date.now() / 1000);
   const chat = Array.isArray(body.messages);
   if (kind === 'jumpstart') {
+    // JumpStart text-embedding models (all-MiniLM-L6-v2, bge, gte, e5, ...):
+    // {"text_inputs": str | [str], "mode": "embedding"} -> {"embedding": [[dims floats] per text]}.
+    if (jumpstartEmbedding(endpoint)) {
+      const mmsError = (message) => bad(JSON.stringify({ code: 400, type: 'InternalServerException', message }), 400);
+      if (body.text_inputs === undefined) return mmsError("'text_inputs'");
+      const list = Array.isArray(body.text_inputs) ? body.text_inputs : [body.text_inputs];
+      if (list.length === 0 || list.some((t) => typeof t !== 'string')) {
+        return mmsError('text_inputs must be a string or a non-empty list of strings.');
+      }
+      if (body.mode !== undefined && body.mode !== 'embedding') {
+        return mmsError(`Unsupported mode: ${body.mode}. This fake serves mode 'embedding' only.`);
+      }
+      const dims = jumpstartEmbeddingDims(endpoint);
+      return { contentType: 'application/json', body: JSON.stringify({ embedding: list.map((t) => fakeEmbedding(t, dims, { normalize: true })) }), usage: null, text: '' };
+    }
     const inputs = body.text_inputs ?? body.inputs;
     if (inputs === undefined) return bad(JSON.stringify({ code: 400, type: 'InternalServerException', message: "'text_inputs'" }), 400);
     const texts = [].concat(inputs).map(String);
-    const embedding = body.mode === 'embedding' || endpoint.includes('embed');
-    if (embedding) {
-      return { contentType: 'application/json', body: JSON.stringify({ embedding: texts.map((t, i) => embeddingVector(384, countWords([t]) + i)) }), usage: null, text: '' };
+    if (body.mode === 'embedding') {
+      return { contentType: 'application/json', body: JSON.stringify({ embedding: texts.map((t) => fakeEmbedding(t, 384, { normalize: true })) }), usage: null, text: '' };
     }
     const n = drip ? drip.n : outputTokensFor(body.max_new_tokens ?? body.parameters?.max_new_tokens);
     const text = wordsOut(n);
     return { contentType: 'application/json', body: JSON.stringify({ generated_text: text }), usage: null, text };
   }
   if (chat) {
+    if (kind === 'tgi') {
+      if (body.messages.length === 0) return bad(JSON.stringify({ error: 'Input validation error: `inputs` cannot be empty', error_type: 'validation' }));
+      const v = tgiViolation(body, true);
+      if (v) return bad(JSON.stringify({ error: v, error_type: 'validation' }));
+    }
     const texts = [];
     messagesTexts(body.messages, texts);
     const input = inputTokensFor(texts);
@@ -1620,6 +2319,11 @@ function containerAnswer(kind, endpoint, body, { drip } = {}) {
     return bad(JSON.stringify({ error: 'Failed to deserialize the JSON body into the target type: missing field `inputs`', error_type: 'validation' }));
   }
   const params = body.parameters || {};
+  if (kind === 'tgi') {
+    if (body.inputs === '') return bad(JSON.stringify({ error: 'Input validation error: `inputs` cannot be empty', error_type: 'validation' }));
+    const v = tgiViolation(params, false);
+    if (v) return bad(JSON.stringify({ error: v, error_type: 'validation' }));
+  }
   const input = inputTokensFor([body.inputs]);
   const max = params.max_new_tokens;
   const output = drip ? drip.n : outputTokensFor(max);
@@ -1668,8 +2372,11 @@ function containerAnswer(kind, endpoint, body, { drip } = {}) {
  *   registry  Map accessKeyId -> { secretAccessKey, sessionToken, expiresAtMs, source }
  *   region    the region requests must be scoped to
  */
-export async function startFakeSageMaker({ registry, region = 'us-east-1', accountId = ACCOUNT_ID } = {}) {
+export async function startFakeSageMaker({ registry, region = 'us-east-1', accountId = ACCOUNT_ID, inferenceComponents = {} } = {}) {
   if (!(registry instanceof Map)) throw new Error('startFakeSageMaker: registry must be a Map');
+  // endpoint name -> its inference component names (an endpoint listed here,
+  // or named ic.<a>_<b>.<rest>, requires X-Amzn-SageMaker-Inference-Component).
+  const components = inferenceComponents instanceof Map ? inferenceComponents : new Map(Object.entries(inferenceComponents));
   const counters = { runtime: 0, rejected: 0 };
   const fake = await makeFake(handle);
 
@@ -1750,6 +2457,15 @@ export async function startFakeSageMaker({ registry, region = 'us-east-1', accou
     }
     if (!kind) {
       return smError(res, rec, 'ValidationError', `Endpoint ${rec.endpointName} of account ${accountId} not found.`);
+    }
+    const declared = script.components || components.get(rec.endpointName) || components.get(name) || null;
+    if (declared) {
+      if (!rec.inferenceComponent) {
+        return smError(res, rec, 'ValidationError', 'Inference Component Name header is required for endpoints to which you plan to deploy inference components. Please include Inference Component Name header or consider using SageMaker models.', { ErrorCode: 'INFERENCE_COMPONENT_NAME_MISSING' });
+      }
+      if (!declared.includes(rec.inferenceComponent)) {
+        return smError(res, rec, 'ValidationError', `Inference Component ${rec.inferenceComponent} of account ${accountId} not found.`);
+      }
     }
     const ct = String(req.headers['content-type'] || '');
     let body;

@@ -47,9 +47,15 @@ import {
   rawRequest,
   decodeEventStream,
   wordsOut,
+  fakeEmbedding,
+  toolUseIdFor,
+  sniffImage,
+  TINY_PNG_BASE64,
+  SDXL_V1_DIMENSIONS,
   CACHE_READ,
   CACHE_WRITE,
   DEFAULT_OUTPUT,
+  MAX_OUTPUT,
 } from './fake-aws.mjs';
 
 const T = { timeout: 10000 };
@@ -768,3 +774,639 @@ async function waitUntil(fn, ms = 3000) {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+// ---------------------------------------------------------------------------
+// Model families as the reference gateway's notebooks call them, tool use,
+// and the refusals, through the real SDKs.
+
+/** Records the raw HTTP response headers of every call a client makes. */
+function captureHeaders(client) {
+  const seen = { headers: null };
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      const r = await next(args);
+      seen.headers = r.response?.headers ?? null;
+      return r;
+    },
+    { step: 'deserialize', name: 'fakeTestCaptureHeaders' },
+  );
+  return seen;
+}
+
+const norm = (v) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+const WEBP_B64 = Buffer.concat([Buffer.from('RIFF'), Buffer.from([26, 0, 0, 0]), Buffer.from('WEBPVP8 '), Buffer.alloc(14)]).toString('base64');
+const WEATHER_TOOLS = {
+  tools: [
+    {
+      toolSpec: {
+        name: 'get_weather',
+        description: 'Get weather of a location.',
+        inputSchema: {
+          json: {
+            type: 'object',
+            properties: {
+              city: { type: 'string', description: 'The name of the city' },
+              state: { type: 'string', description: 'The two-letter state code' },
+            },
+            required: ['city', 'state'],
+          },
+        },
+      },
+    },
+  ],
+};
+
+describe('fake Bedrock: model families (InvokeModel / stream), embeddings, images', () => {
+  const registry = new Map();
+  let fake;
+  let c; // HTTP/1.1
+  let c2; // HTTP/2
+  let seen;
+
+  before(async () => {
+    const creds = staticCreds(registry);
+    fake = await startFakeBedrock({ registry, region: REGION });
+    c = new BedrockRuntimeClient({ region: REGION, endpoint: fake.url, credentials: creds, maxAttempts: 1, requestHandler: new NodeHttpHandler() });
+    c2 = new BedrockRuntimeClient({ region: REGION, endpoint: fake.url, credentials: creds, maxAttempts: 1 });
+    seen = captureHeaders(c);
+  });
+  after(async () => {
+    c?.destroy();
+    c2?.destroy();
+    await fake?.close();
+  });
+
+  const invoke = async (modelId, body) => {
+    const out = await c.send(new InvokeModelCommand({ modelId, contentType: 'application/json', accept: 'application/json', body: enc(body) }));
+    return { json: json(out.body), headers: seen.headers, rec: fake.last('InvokeModel') };
+  };
+  const refuse = async (modelId, body, message, op = InvokeModelCommand) => {
+    const input = op === ConverseCommand || op === ConverseStreamCommand ? { modelId, ...body } : { modelId, body: enc(body) };
+    const err = await expectReject(c.send(new op(input)), 'ValidationException', 400, ValidationException);
+    if (message instanceof RegExp) assert.match(err.message, message);
+    else assert.equal(err.message, message);
+    assert.equal(fake.last().usage, null);
+    assert.deepEqual(fake.last().body, body, 'the parsed body is recorded even when refused');
+    return err;
+  };
+  const malformed = (...v) => `Malformed input request: ${v.join('')}, please reformat your input and try again.`;
+  const streamChunks = async (client, modelId, body) => {
+    const out = await client.send(new InvokeModelWithResponseStreamCommand({ modelId, body: enc(body) }));
+    const chunks = [];
+    for await (const e of out.body) chunks.push(json(e.chunk.bytes));
+    return chunks;
+  };
+  const metricsKeys = ['firstByteLatency', 'inputTokenCount', 'invocationLatency', 'outputTokenCount'];
+
+  test('Anthropic Text Completions (claude-v2, v2:1, instant-v1): body, headers, stream chunks', T, async () => {
+    const prompt = '\n\nHuman: What is Amazon Bedrock?\n\nAssistant:';
+    for (const id of ['anthropic.claude-v2', 'anthropic.claude-v2:1', 'anthropic.claude-instant-v1']) {
+      const r = await invoke(id, { prompt, max_tokens_to_sample: 5, temperature: 0.2 });
+      assert.deepEqual(r.json, { type: 'completion', completion: ` ${wordsOut(5)}`, stop_reason: 'max_tokens', stop: null }, id);
+      assert.equal(r.headers['x-amzn-bedrock-input-token-count'], '9');
+      assert.equal(r.headers['x-amzn-bedrock-output-token-count'], '5');
+      assert.deepEqual(r.rec.usage, { input: 9, output: 5, cacheRead: 0, cacheWrite: 0 });
+      assert.deepEqual(r.rec.body, { prompt, max_tokens_to_sample: 5, temperature: 0.2 });
+    }
+    // The notebook's 4096: past the fake's cap, so the model "stops" by itself.
+    const big = await invoke('anthropic.claude-v2', { prompt, max_tokens_to_sample: 4096 });
+    assert.deepEqual(big.json, { type: 'completion', completion: ` ${wordsOut(MAX_OUTPUT)}`, stop_reason: 'stop_sequence', stop: '\n\nHuman:' });
+    // A system prompt before the first Human turn is allowed (Claude 2.1).
+    await invoke('anthropic.claude-v2:1', { prompt: `You are terse.${prompt}`, max_tokens_to_sample: 2 });
+
+    const chunks = await streamChunks(c2, 'anthropic.claude-instant-v1', { prompt, max_tokens_to_sample: 5 });
+    for (const ch of chunks.slice(0, -1)) assert.deepEqual(Object.keys(ch).sort(), ['completion', 'stop', 'stop_reason', 'type']);
+    assert.equal(chunks.map((x) => x.completion).join(''), wordsOut(5));
+    const last = chunks.at(-1);
+    assert.equal(last.stop_reason, 'max_tokens');
+    assert.deepEqual(Object.keys(last['amazon-bedrock-invocationMetrics']).sort(), metricsKeys);
+    assert.equal(last['amazon-bedrock-invocationMetrics'].inputTokenCount, 9);
+    assert.equal(last['amazon-bedrock-invocationMetrics'].outputTokenCount, 5);
+  });
+
+  test('Anthropic refusals: prompt turns, schema, Claude 3+ on the Text Completions API', T, async () => {
+    await refuse('anthropic.claude-v2', { prompt: 'What is Amazon Bedrock?', max_tokens_to_sample: 5 },
+      'prompt must start with "\n\nHuman:" turn after an optional system prompt, prompt must end with "\n\nAssistant:" turn');
+    await refuse('anthropic.claude-v2', { prompt: '\n\nHuman: hi', max_tokens_to_sample: 5 }, 'prompt must end with "\n\nAssistant:" turn');
+    await refuse('anthropic.claude-v2:1', { prompt: '\n\nHuman: hi\n\nAssistant:' }, malformed('#: required key [max_tokens_to_sample] not found'));
+    await refuse('anthropic.claude-v2:1', { prompt: '\n\nHuman: hi\n\nAssistant:', max_tokens_to_sample: '5' }, malformed('#/max_tokens_to_sample: expected type: Integer, found: String'));
+    await refuse('anthropic.claude-v2:1', { prompt: '\n\nHuman: hi\n\nAssistant:', max_tokens_to_sample: 5, maxTokens: 5 }, malformed('#: extraneous key [maxTokens] is not permitted'));
+    await refuse('anthropic.claude-v2:1', { prompt: '\n\nHuman: hi\n\nAssistant:', max_tokens_to_sample: 5000, temperature: 2 },
+      malformed('#/max_tokens_to_sample: 5000 is not less or equal to 4096', '#/temperature: 2 is not less or equal to 1'));
+    await refuse('anthropic.claude-3-sonnet-20240229-v1:0', { prompt: '\n\nHuman: hi\n\nAssistant:', max_tokens_to_sample: 5 },
+      '"claude-3-sonnet-20240229" is not supported on this API. Please use the Messages API instead.');
+    await refuse('us.anthropic.claude-3-5-sonnet-20240620-v1:0', { prompt: '\n\nHuman: hi\n\nAssistant:', max_tokens_to_sample: 5 },
+      '"claude-3-5-sonnet-20240620" is not supported on this API. Please use the Messages API instead.');
+    await refuse('anthropic.claude-sonnet-4-20250514-v1:0', { prompt: '\n\nHuman: hi\n\nAssistant:', max_tokens_to_sample: 5 }, /^"claude-sonnet-4-20250514" is not supported on this API/, InvokeModelWithResponseStreamCommand);
+  });
+
+  test('Titan text: notebook body, exact answer, stream chunk shape, refusals', T, async () => {
+    const body = { inputText: 'What is Amazon Bedrock?', textGenerationConfig: { maxTokenCount: 4096, temperature: 0.2 } };
+    const r = await invoke('amazon.titan-text-express-v1', body);
+    assert.deepEqual(r.json, { inputTextTokenCount: 7, results: [{ tokenCount: MAX_OUTPUT, outputText: wordsOut(MAX_OUTPUT), completionReason: 'FINISH' }] });
+    assert.equal(r.headers['x-amzn-bedrock-input-token-count'], '7');
+    assert.equal(r.headers['x-amzn-bedrock-output-token-count'], String(MAX_OUTPUT));
+    const t = await invoke('amazon.titan-tg1-large', { inputText: 'a b', textGenerationConfig: { maxTokenCount: 3, topP: 0.9, stopSequences: ['User:'] } });
+    assert.deepEqual(t.json.results, [{ tokenCount: 3, outputText: 'w1 w2 w3', completionReason: 'LENGTH' }]);
+
+    const chunks = await streamChunks(c, 'amazon.titan-text-lite-v1', { inputText: 'a b', textGenerationConfig: { maxTokenCount: 4 } });
+    for (const ch of chunks) {
+      assert.deepEqual(Object.keys(ch).filter((k) => k !== 'amazon-bedrock-invocationMetrics').sort(), ['completionReason', 'index', 'inputTextTokenCount', 'outputText', 'totalOutputTextTokenCount']);
+    }
+    assert.equal(chunks[0].inputTextTokenCount, 5);
+    assert.equal(chunks.map((x) => x.outputText).join(''), wordsOut(4));
+    assert.equal(chunks.at(-1).completionReason, 'LENGTH');
+    assert.equal(chunks.at(-1).totalOutputTextTokenCount, 4);
+    assert.deepEqual(Object.keys(chunks.at(-1)['amazon-bedrock-invocationMetrics']).sort(), metricsKeys);
+
+    await refuse('amazon.titan-text-express-v1', { inputText: 'x', textGenerationConfig: { maxTokenCount: 9000 } }, malformed('#/textGenerationConfig/maxTokenCount: 9000 is not less or equal to 8192'));
+    await refuse('amazon.titan-text-lite-v1', { inputText: 'x', textGenerationConfig: { maxTokenCount: 5000 } }, malformed('#/textGenerationConfig/maxTokenCount: 5000 is not less or equal to 4096'));
+    await refuse('amazon.titan-text-express-v1', { inputText: 'x', textGenerationConfig: { maxTokens: 5 } }, malformed('#/textGenerationConfig: extraneous key [maxTokens] is not permitted'));
+    // What a gateway that forgot to translate the reference's {inputs, parameters} would send.
+    await refuse('amazon.titan-text-express-v1', { inputs: 'x', parameters: {} }, malformed('#: required key [inputText] not found', '#: extraneous key [inputs] is not permitted', '#: extraneous key [parameters] is not permitted'));
+  });
+
+  test('Meta Llama, Mistral: exact bodies, stream, refusals', T, async () => {
+    const l = await invoke('meta.llama3-1-8b-instruct-v1:0', { prompt: 'hi there', max_gen_len: 2, temperature: 0.5, top_p: 0.9 });
+    assert.deepEqual(l.json, { generation: 'w1 w2', prompt_token_count: 5, generation_token_count: 2, stop_reason: 'length' });
+    assert.deepEqual([l.headers['x-amzn-bedrock-input-token-count'], l.headers['x-amzn-bedrock-output-token-count']], ['5', '2']);
+    await refuse('meta.llama3-1-8b-instruct-v1:0', { prompt: 'hi', max_tokens: 3 }, malformed('#: extraneous key [max_tokens] is not permitted'));
+    await refuse('meta.llama3-1-8b-instruct-v1:0', { prompt: 'hi', max_gen_len: 4096 }, malformed('#/max_gen_len: 4096 is not less or equal to 2048'));
+    await refuse('meta.llama3-1-8b-instruct-v1:0', { max_gen_len: 5 }, malformed('#: required key [prompt] not found'));
+    const lc = await streamChunks(c, 'meta.llama3-1-8b-instruct-v1:0', { prompt: 'hi', max_gen_len: 3 });
+    for (const ch of lc) assert.deepEqual(Object.keys(ch).filter((k) => k !== 'amazon-bedrock-invocationMetrics').sort(), ['generation', 'generation_token_count', 'prompt_token_count', 'stop_reason']);
+    assert.equal(lc.at(-1)['amazon-bedrock-invocationMetrics'].outputTokenCount, 3);
+
+    const m = await invoke('mistral.mistral-large-2402-v1:0', { prompt: '<s>[INST] What is Amazon Bedrock? [/INST]', max_tokens: 3, temperature: 0.2 });
+    assert.deepEqual(m.json, { outputs: [{ text: 'w1 w2 w3', stop_reason: 'length' }] });
+    assert.equal(m.headers['x-amzn-bedrock-input-token-count'], String(6 + 3));
+    await refuse('mistral.mistral-7b-instruct-v0:2', { prompt: 'x', temperature: 2 }, malformed('#/temperature: 2 is not less or equal to 1'));
+    await refuse('mistral.mixtral-8x7b-instruct-v0:1', { prompt: 'x', max_tokens: 5000 }, malformed('#/max_tokens: 5000 is not less or equal to 4096'));
+  });
+
+  test('Cohere Command: generations, num_generations, stream chunks and final response, refusals', T, async () => {
+    const r = await invoke('cohere.command-text-v14', { prompt: '\nWhat is Amazon Bedrock?\n', max_tokens: 2, temperature: 0.2, num_generations: 2 });
+    assert.deepEqual(Object.keys(r.json).sort(), ['generations', 'id', 'prompt']);
+    assert.equal(r.json.prompt, '\nWhat is Amazon Bedrock?\n');
+    assert.equal(r.json.generations.length, 2);
+    for (const g of r.json.generations) {
+      assert.deepEqual(Object.keys(g).sort(), ['finish_reason', 'id', 'text']);
+      assert.equal(g.text, 'w1 w2');
+      assert.equal(g.finish_reason, 'MAX_TOKENS');
+    }
+    assert.deepEqual([r.headers['x-amzn-bedrock-input-token-count'], r.headers['x-amzn-bedrock-output-token-count']], ['7', '4']);
+    assert.deepEqual(r.rec.usage, { input: 7, output: 4, cacheRead: 0, cacheWrite: 0 });
+    const notebook = await invoke('cohere.command-text-v14', { prompt: 'q', max_tokens: 4000, temperature: 0.2 });
+    assert.equal(notebook.json.generations[0].finish_reason, 'COMPLETE');
+
+    const chunks = await streamChunks(c, 'cohere.command-light-text-v14', { prompt: 'a b', max_tokens: 4, stream: true });
+    const body = chunks.filter((x) => !x.is_finished);
+    for (const ch of body) assert.deepEqual(Object.keys(ch).sort(), ['index', 'is_finished', 'text']);
+    assert.equal(body.map((x) => x.text).join(''), wordsOut(4));
+    const fin = chunks.at(-1);
+    assert.equal(fin.is_finished, true);
+    assert.equal(fin.finish_reason, 'MAX_TOKENS');
+    assert.deepEqual(Object.keys(fin.response).sort(), ['generations', 'id', 'prompt']);
+    assert.equal(fin.response.generations[0].text, wordsOut(4));
+    assert.equal(fin['amazon-bedrock-invocationMetrics'].outputTokenCount, 4);
+
+    await refuse('cohere.command-text-v14', { prompt: 'x', temperature: 6 }, malformed('#/temperature: 6 is not less or equal to 5'));
+    await refuse('cohere.command-text-v14', { prompt: 'x', return_likelihoods: 'SOME' }, malformed('#/return_likelihoods: SOME is not a valid enum value'));
+  });
+
+  test('AI21 Jurassic-2: exact body with tokens; no streaming', T, async () => {
+    const prompt = '\nWhat is Amazon Bedrock?\n';
+    const r = await invoke('ai21.j2-ultra', { prompt, maxTokens: 3, temperature: 0.2 });
+    assert.deepEqual(Object.keys(r.json).sort(), ['completions', 'id', 'prompt']);
+    assert.equal(r.json.prompt.text, prompt);
+    assert.equal(r.json.prompt.tokens.length, 7, 'one prompt token per counted input token');
+    const [comp] = r.json.completions;
+    assert.equal(comp.data.text, 'w1 w2 w3');
+    assert.equal(comp.data.tokens.length, 3);
+    assert.deepEqual(comp.data.tokens[1], { generatedToken: { token: '▁w2', logprob: -0.5, raw_logprob: -0.5 }, topTokens: null, textRange: { start: 3, end: 5 } });
+    assert.deepEqual(comp.finishReason, { reason: 'length', length: 3 });
+    assert.deepEqual([r.headers['x-amzn-bedrock-input-token-count'], r.headers['x-amzn-bedrock-output-token-count']], ['7', '3']);
+    const free = await invoke('ai21.j2-mid-v1', { prompt: 'x', maxTokens: 4096 });
+    assert.deepEqual(free.json.completions[0].finishReason, { reason: 'endoftext' });
+    await refuse('ai21.j2-ultra-v1', { prompt: 'x', maxTokens: 3 }, 'The model is unsupported for streaming', InvokeModelWithResponseStreamCommand);
+    await refuse('ai21.j2-ultra-v1', { prompt: 'x', max_tokens: 3 }, malformed('#: extraneous key [max_tokens] is not permitted'));
+  });
+
+  test('Titan text embeddings v1 / v2: deterministic vectors, dimensions, types, input count only', T, async () => {
+    const text = 'What is Amazon Bedrock?';
+    const v1 = await invoke('amazon.titan-embed-text-v1', { inputText: text });
+    assert.deepEqual(Object.keys(v1.json).sort(), ['embedding', 'inputTextTokenCount']);
+    assert.equal(v1.json.embedding.length, 1536);
+    assert.deepEqual(v1.json.embedding, fakeEmbedding(text, 1536));
+    assert.equal(v1.json.inputTextTokenCount, 7);
+    assert.equal(v1.headers['x-amzn-bedrock-input-token-count'], '7');
+    assert.equal(v1.headers['x-amzn-bedrock-output-token-count'], undefined);
+    assert.deepEqual(v1.rec.usage, { input: 7, output: 0, cacheRead: 0, cacheWrite: 0 });
+    await refuse('amazon.titan-embed-text-v1', { inputText: text, dimensions: 256 }, malformed('#: extraneous key [dimensions] is not permitted'));
+
+    const v2 = await invoke('amazon.titan-embed-text-v2:0', { inputText: text, dimensions: 512, normalize: true, embeddingTypes: ['float', 'binary'] });
+    assert.deepEqual(Object.keys(v2.json).sort(), ['embedding', 'embeddingsByType', 'inputTextTokenCount']);
+    assert.equal(v2.json.embedding.length, 512);
+    assert.ok(Math.abs(norm(v2.json.embedding) - 1) < 1e-4, 'normalized');
+    assert.deepEqual(v2.json.embeddingsByType.float, v2.json.embedding);
+    assert.equal(v2.json.embeddingsByType.binary.length, 512);
+    assert.ok(v2.json.embeddingsByType.binary.every((b) => b === 0 || b === 1));
+    const def = await invoke('amazon.titan-embed-text-v2:0', { inputText: text });
+    assert.equal(def.json.embedding.length, 1024);
+    assert.deepEqual(Object.keys(def.json.embeddingsByType), ['float']);
+    assert.deepEqual(def.json.embedding, fakeEmbedding(text, 1024, { normalize: true }));
+    await refuse('amazon.titan-embed-text-v2:0', { inputText: text, dimensions: 300 }, malformed('#/dimensions: 300 is not a valid enum value'));
+    await refuse('amazon.titan-embed-text-v2:0', { inputText: text, embeddingTypes: ['int8'] }, malformed('#/embeddingTypes/0: int8 is not a valid enum value'));
+    await refuse('amazon.titan-embed-text-v2:0', { inputText: text }, 'The model is unsupported for streaming', InvokeModelWithResponseStreamCommand);
+  });
+
+  test('Titan multimodal embeddings: text and/or PNG/JPEG image, length, refusals', T, async () => {
+    const both = await invoke('amazon.titan-embed-image-v1', { inputText: 'a red square', inputImage: TINY_PNG_BASE64 });
+    assert.deepEqual(Object.keys(both.json).sort(), ['embedding', 'inputTextTokenCount']);
+    assert.equal(both.json.embedding.length, 1024);
+    assert.equal(both.json.inputTextTokenCount, 6);
+    const img = await invoke('amazon.titan-embed-image-v1', { inputImage: TINY_PNG_BASE64, embeddingConfig: { outputEmbeddingLength: 384 } });
+    assert.equal(img.json.embedding.length, 384);
+    assert.equal(img.json.inputTextTokenCount, 0);
+    assert.equal(img.headers['x-amzn-bedrock-input-token-count'], '0');
+    const jpeg = Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 16, 0x4a, 0x46, 0x49, 0x46]).toString('base64');
+    await invoke('amazon.titan-embed-image-v1', { inputImage: jpeg });
+    await refuse('amazon.titan-embed-image-v1', { inputImage: WEBP_B64 }, /#\/inputImage: image format webp is not supported/);
+    await refuse('amazon.titan-embed-image-v1', { inputImage: Buffer.from('not an image').toString('base64') }, /#\/inputImage: the value is not a base64-encoded PNG or JPEG image/);
+    await refuse('amazon.titan-embed-image-v1', {}, malformed('#: required key [inputText] not found', '#: required key [inputImage] not found'));
+    await refuse('amazon.titan-embed-image-v1', { inputText: 'x', embeddingConfig: { outputEmbeddingLength: 512 } }, malformed('#/embeddingConfig/outputEmbeddingLength: 512 is not a valid enum value'));
+  });
+
+  test('Cohere Embed v3: texts, embedding_types, images, refusals', T, async () => {
+    const text = '\nCosa è Amazon Bedrock?\n';
+    const r = await invoke('cohere.embed-multilingual-v3', { texts: [text, 'due'], input_type: 'search_document' });
+    assert.deepEqual(Object.keys(r.json).sort(), ['embeddings', 'id', 'response_type', 'texts']);
+    assert.equal(r.json.response_type, 'embeddings_floats');
+    assert.equal(r.json.embeddings.length, 2);
+    assert.deepEqual(r.json.embeddings[0], fakeEmbedding(text, 1024, { normalize: true }));
+    assert.deepEqual(r.json.texts, [text.toLowerCase(), 'due']);
+    assert.equal(r.headers['x-amzn-bedrock-input-token-count'], String(4 + 1 + 3));
+    assert.equal(r.headers['x-amzn-bedrock-output-token-count'], undefined);
+    const typed = await invoke('cohere.embed-english-v3', { texts: ['x'], input_type: 'search_query', embedding_types: ['int8', 'float', 'ubinary'] });
+    assert.equal(typed.json.response_type, 'embeddings_by_type');
+    assert.deepEqual(Object.keys(typed.json.embeddings).sort(), ['float', 'int8', 'ubinary']);
+    assert.equal(typed.json.embeddings.int8[0].length, 1024);
+    assert.equal(typed.json.embeddings.ubinary[0].length, 128);
+    const image = await invoke('cohere.embed-english-v3', { images: [`data:image/png;base64,${TINY_PNG_BASE64}`], input_type: 'image' });
+    assert.equal(image.json.embeddings.length, 1);
+    assert.equal(image.headers['x-amzn-bedrock-input-token-count'], '0');
+
+    await refuse('cohere.embed-english-v3', { texts: ['x'] }, malformed('#: required key [input_type] not found'));
+    await refuse('cohere.embed-english-v3', { texts: ['x'], input_type: 'search' }, malformed('#/input_type: search is not a valid enum value'));
+    await refuse('cohere.embed-english-v3', { texts: Array.from({ length: 97 }, () => 'x'), input_type: 'clustering' }, malformed('#/texts: expected maximum item count: 96, found: 97'));
+    await refuse('cohere.embed-english-v3', { texts: [], input_type: 'clustering' }, malformed('#/texts: expected minimum item count: 1, found: 0'));
+    await refuse('cohere.embed-english-v3', { input_type: 'classification' }, malformed('#: required key [texts] not found'));
+    await refuse('cohere.embed-english-v3', { images: [`data:image/jpeg;base64,${TINY_PNG_BASE64}`], input_type: 'image' }, /#\/images\/0: expected a data URI/);
+    await refuse('cohere.embed-english-v3', { messages: [{ role: 'user', content: [{ text: 'x' }] }] }, "This action doesn't support the model that you provided. Try again with a supported text or chat model.", ConverseCommand);
+  });
+
+  test('Titan Image Generator: images (valid PNG), no token counts, sizes and limits', T, async () => {
+    const body = {
+      taskType: 'TEXT_IMAGE',
+      textToImageParams: { text: '\nblue backpack on a table\n' },
+      imageGenerationConfig: { cfgScale: 8, seed: 0, quality: 'standard', width: 512, height: 512, numberOfImages: 2 },
+    };
+    const r = await invoke('amazon.titan-image-generator-v1', body);
+    assert.deepEqual(r.json, { images: [TINY_PNG_BASE64, TINY_PNG_BASE64], error: null });
+    assert.equal(sniffImage(r.json.images[0]), 'png');
+    assert.equal(r.headers['x-amzn-bedrock-input-token-count'], undefined, 'image models report no token counts');
+    assert.equal(r.headers['x-amzn-bedrock-output-token-count'], undefined);
+    assert.match(r.headers['x-amzn-bedrock-invocation-latency'], /^\d+$/);
+    assert.equal(r.rec.usage, null);
+    assert.equal(r.rec.images, 2);
+    assert.deepEqual(r.rec.body, body);
+    const v2 = await invoke('amazon.titan-image-generator-v2:0', { taskType: 'TEXT_IMAGE', textToImageParams: { text: 'x', negativeText: 'y' } });
+    assert.equal(v2.json.images.length, 1);
+
+    const bad = (cfg) => ({ ...body, imageGenerationConfig: { ...body.imageGenerationConfig, ...cfg } });
+    await refuse('amazon.titan-image-generator-v1', bad({ width: 500, height: 500 }), /500x500 \(width x height\) is not a supported image size/);
+    await refuse('amazon.titan-image-generator-v1', bad({ numberOfImages: 6 }), malformed('#/imageGenerationConfig/numberOfImages: 6 is not less or equal to 5'));
+    await refuse('amazon.titan-image-generator-v1', bad({ quality: 'ultra' }), malformed('#/imageGenerationConfig/quality: ultra is not a valid enum value'));
+    await refuse('amazon.titan-image-generator-v1', { ...body, textToImageParams: { text: 'x'.repeat(513) } }, malformed('#/textToImageParams/text: expected maxLength: 512, actual: 513'));
+    // The reference gateway's body when `parameters` lacks taskType.
+    await refuse('amazon.titan-image-generator-v1', { textToImageParams: { text: 'x' } }, malformed('#: required key [taskType] not found'));
+    await refuse('amazon.titan-image-generator-v1', body, 'The model is unsupported for streaming', InvokeModelWithResponseStreamCommand);
+  });
+
+  test('Stability SDXL: artifacts, allowed dimensions (v1 vs the old id), refusals', T, async () => {
+    const params = { cfg_scale: 5, seed: 452345, steps: 60, style_preset: 'photographic', clip_guidance_preset: 'FAST_GREEN', sampler: 'K_DPMPP_2S_ANCESTRAL' };
+    const text_prompts = [{ text: '\na beautiful mountain landscape\n', weight: 1.0 }];
+    const r = await invoke('stability.stable-diffusion-xl-v1', { text_prompts, ...params, width: 1152, height: 896 });
+    assert.deepEqual(r.json, { result: 'success', artifacts: [{ seed: 452345, base64: TINY_PNG_BASE64, finishReason: 'SUCCESS' }] });
+    assert.equal(r.headers['x-amzn-bedrock-input-token-count'], undefined);
+    assert.equal(r.rec.usage, null);
+    // The notebook's body (width 768, no height): refused by SDXL 1.0, served by the old id.
+    await refuse('stability.stable-diffusion-xl-v1', { text_prompts, ...params, width: 768 },
+      `for stable-diffusion-xl-1024-v1-0 the allowed dimensions are ${SDXL_V1_DIMENSIONS.join(', ')}, but we received 768x1024`);
+    const old = await invoke('stability.stable-diffusion-xl', { text_prompts, ...params, width: 768 });
+    assert.equal(old.json.artifacts[0].finishReason, 'SUCCESS');
+    const seeded = await invoke('stability.stable-diffusion-xl-v1', { text_prompts });
+    assert.equal(typeof seeded.json.artifacts[0].seed, 'number');
+
+    await refuse('stability.stable-diffusion-xl-v1', { text_prompts, steps: 5 }, malformed('#/steps: 5 is not greater or equal to 10'));
+    await refuse('stability.stable-diffusion-xl-v1', { text_prompts, samples: 2 }, malformed('#/samples: 2 is not less or equal to 1'));
+    await refuse('stability.stable-diffusion-xl-v1', { text_prompts, style_preset: 'watercolor' }, malformed('#/style_preset: watercolor is not a valid enum value'));
+    await refuse('stability.stable-diffusion-xl-v1', { prompt: 'x' }, malformed('#: required key [text_prompts] not found', '#: extraneous key [prompt] is not permitted'));
+    await refuse('stability.stable-diffusion-xl-v1', { messages: [{ role: 'user', content: [{ text: 'x' }] }] },
+      "This action doesn't support the model that you provided. Try again with a supported text or chat model.", ConverseCommand);
+  });
+});
+
+describe('fake Bedrock: Converse / ConverseStream tool use', () => {
+  const registry = new Map();
+  let fake;
+  let c; // HTTP/1.1
+  let c2; // HTTP/2
+  const SONNET3 = 'anthropic.claude-3-sonnet-20240229-v1:0';
+  const ask = (text) => [{ role: 'user', content: [{ text }] }];
+
+  before(async () => {
+    const creds = staticCreds(registry);
+    fake = await startFakeBedrock({ registry, region: REGION });
+    c = new BedrockRuntimeClient({ region: REGION, endpoint: fake.url, credentials: creds, maxAttempts: 1, requestHandler: new NodeHttpHandler() });
+    c2 = new BedrockRuntimeClient({ region: REGION, endpoint: fake.url, credentials: creds, maxAttempts: 1 });
+  });
+  after(async () => {
+    c?.destroy();
+    c2?.destroy();
+    await fake?.close();
+  });
+
+  const refuse = async (input, message, cmd = ConverseCommand) => {
+    const err = await expectReject(c.send(new cmd(input)), 'ValidationException', 400, ValidationException);
+    assert.equal(err.message, message);
+    assert.equal(fake.last().usage, null);
+  };
+
+  test('Converse: a tool call, then the answer to its toolResult (the notebook flow)', T, async () => {
+    const messages = ask('What is the weather like in Seattle, WA?');
+    const out = await c.send(new ConverseCommand({ modelId: SONNET3, messages, toolConfig: WEATHER_TOOLS }));
+    assert.equal(out.stopReason, 'tool_use');
+    const toolUseId = toolUseIdFor(messages, 'get_weather');
+    assert.match(toolUseId, /^tooluse_[A-Za-z0-9_-]{22}$/);
+    assert.deepEqual(out.output.message, {
+      role: 'assistant',
+      content: [{ text: wordsOut(DEFAULT_OUTPUT) }, { toolUse: { toolUseId, name: 'get_weather', input: { city: 'fake-city', state: 'fake-state' } } }],
+    });
+    // 8 words asked + 5 of the tool description + 3.
+    assert.deepEqual(out.usage, { inputTokens: 16, outputTokens: DEFAULT_OUTPUT, totalTokens: 16 + DEFAULT_OUTPUT });
+    const rec = fake.last('Converse');
+    assert.deepEqual(rec.toolUse, { toolUseId, name: 'get_weather', input: { city: 'fake-city', state: 'fake-state' } });
+    assert.deepEqual(rec.body.toolConfig, WEATHER_TOOLS);
+    assert.equal(rec.textSent, wordsOut(DEFAULT_OUTPUT));
+
+    const followUp = [
+      ...messages,
+      out.output.message,
+      { role: 'user', content: [{ toolResult: { toolUseId, content: [{ text: 'sunny 20 C' }], status: 'success' } }] },
+    ];
+    const ans = await c2.send(new ConverseCommand({ modelId: SONNET3, messages: followUp, toolConfig: WEATHER_TOOLS, inferenceConfig: { maxTokens: 4 } }));
+    assert.equal(ans.stopReason, 'max_tokens');
+    assert.deepEqual(ans.output.message, { role: 'assistant', content: [{ text: wordsOut(4) }] });
+    assert.equal(ans.usage.inputTokens, 8 + DEFAULT_OUTPUT + 3 + 5 + 3);
+    assert.equal(fake.last().toolUse, undefined);
+
+    // Nova (any non-Claude model) answers with the toolUse block alone; the tool's name triggers it too.
+    const nova = await c.send(new ConverseCommand({ modelId: 'us.amazon.nova-pro-v1:0', messages: ask('please call get_weather'), toolConfig: WEATHER_TOOLS }));
+    assert.equal(nova.stopReason, 'tool_use');
+    assert.equal(nova.output.message.content.length, 1);
+    assert.equal(nova.output.message.content[0].toolUse.name, 'get_weather');
+    // No trigger: plain text.
+    const plain = await c.send(new ConverseCommand({ modelId: SONNET3, messages: ask('tell me a joke'), toolConfig: WEATHER_TOOLS }));
+    assert.equal(plain.stopReason, 'end_turn');
+    assert.deepEqual(plain.output.message.content, [{ text: wordsOut(DEFAULT_OUTPUT) }]);
+  });
+
+  test('Converse toolChoice: {tool} forces a tool, {any} forces the first', T, async () => {
+    const tools = {
+      tools: [
+        WEATHER_TOOLS.tools[0],
+        { toolSpec: { name: 'get_time', description: 'Time now.', inputSchema: { json: { type: 'object', properties: { zone: { type: 'string', enum: ['UTC', 'PST'] }, hours: { type: 'integer' } } } } } },
+      ],
+    };
+    const forced = await c.send(new ConverseCommand({ modelId: SONNET3, messages: ask('hello'), toolConfig: { ...tools, toolChoice: { tool: { name: 'get_time' } } } }));
+    assert.deepEqual(forced.output.message.content.at(-1).toolUse.input, { zone: 'UTC', hours: 1 });
+    const any = await c.send(new ConverseCommand({ modelId: SONNET3, messages: ask('hello'), toolConfig: { ...tools, toolChoice: { any: {} } } }));
+    assert.equal(any.output.message.content.at(-1).toolUse.name, 'get_weather');
+    await refuse({ modelId: SONNET3, messages: ask('hello'), toolConfig: { ...tools, toolChoice: { tool: { name: 'nope' } } } },
+      'The tool nope in toolChoice is not defined in toolConfig.tools. Try again with a tool name that is defined in toolConfig.tools.');
+  });
+
+  test('Converse refusals: toolResult ids, counts, toolConfig, roles, tool support, limits', T, async () => {
+    const messages = ask('weather in Boston?');
+    const first = await c.send(new ConverseCommand({ modelId: SONNET3, messages, toolConfig: WEATHER_TOOLS }));
+    const { toolUseId } = first.output.message.content.at(-1).toolUse;
+    const turn = (...results) => [...messages, first.output.message, { role: 'user', content: results.map((id) => ({ toolResult: { toolUseId: id, content: [{ text: 'ok' }] } })) }];
+    await refuse({ modelId: SONNET3, messages: turn('tooluse_notTheOneYouGot0000'), toolConfig: WEATHER_TOOLS }, `Expected toolResult blocks at messages.2.content for the following Ids: ${toolUseId}`);
+    await refuse({ modelId: SONNET3, messages: turn(toolUseId, 'tooluse_extra'), toolConfig: WEATHER_TOOLS }, 'The number of toolResult blocks at messages.2.content exceeds the number of toolUse blocks of previous turn.');
+    await refuse({ modelId: SONNET3, messages: turn(toolUseId) }, 'The toolConfig field must be defined when using toolUse and toolResult content blocks.');
+    // A toolResult with no toolUse before it at all.
+    await refuse({ modelId: SONNET3, messages: [{ role: 'user', content: [{ toolResult: { toolUseId, content: [{ text: 'x' }] } }] }], toolConfig: WEATHER_TOOLS },
+      'The number of toolResult blocks at messages.0.content exceeds the number of toolUse blocks of previous turn.');
+    // The assistant asked for a tool, the user answered with text only.
+    await refuse({ modelId: SONNET3, messages: [...messages, first.output.message, { role: 'user', content: [{ text: 'never mind' }] }], toolConfig: WEATHER_TOOLS },
+      `Expected toolResult blocks at messages.2.content for the following Ids: ${toolUseId}`);
+    await refuse({ modelId: 'amazon.titan-text-express-v1', messages, toolConfig: WEATHER_TOOLS }, "This model doesn't support tool use.");
+    await refuse({ modelId: 'anthropic.claude-v2:1', messages, toolConfig: WEATHER_TOOLS }, "This model doesn't support tool use.");
+    await refuse({ modelId: SONNET3, messages: [...ask('a'), ...ask('b')] }, 'A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.');
+    await refuse({ modelId: SONNET3, messages: [{ role: 'assistant', content: [{ text: 'a' }] }] }, 'A conversation must start with a user message. Try again with a conversation that starts with a user message.');
+    await refuse({ modelId: SONNET3, messages, inferenceConfig: { maxTokens: 5000 } }, 'The maximum tokens you requested exceeds the model limit of 4096. Try again with a maximum tokens value that is lower than 4096.');
+    await refuse({ modelId: 'amazon.titan-text-express-v1', messages, inferenceConfig: { maxTokens: 8193 } }, 'The maximum tokens you requested exceeds the model limit of 8192. Try again with a maximum tokens value that is lower than 8192.');
+    await refuse({ modelId: SONNET3, messages, inferenceConfig: { temperature: 1.5 } }, "1 validation error detected: Value '1.5' at 'inferenceConfig.temperature' failed to satisfy constraint: Member must have value less than or equal to 1");
+    // The notebook's values are accepted: Claude 3 Sonnet 4096, Titan 4096, Jurassic 4096.
+    for (const modelId of [SONNET3, 'amazon.titan-text-express-v1', 'ai21.j2-ultra', 'anthropic.claude-v2:1']) {
+      await c.send(new ConverseCommand({ modelId, messages: ask('What is Amazon Bedrock?'), inferenceConfig: { maxTokens: 4096, temperature: 0.2, topP: 0.9 } }));
+    }
+    // ConverseStream checks the same, before any event.
+    await refuse({ modelId: SONNET3, messages: turn('tooluse_notTheOneYouGot0000'), toolConfig: WEATHER_TOOLS }, `Expected toolResult blocks at messages.2.content for the following Ids: ${toolUseId}`, ConverseStreamCommand);
+  });
+
+  test('ConverseStream: text block, then contentBlockStart toolUse, input deltas, tool_use stop, metadata', T, async () => {
+    const messages = ask("What's the weather in Seattle?");
+    const out = await c2.send(new ConverseStreamCommand({ modelId: 'us.anthropic.claude-3-5-sonnet-20240620-v1:0', messages, toolConfig: WEATHER_TOOLS }));
+    const events = [];
+    for await (const e of out.stream) events.push(e);
+    const kinds = events.map((e) => Object.keys(e)[0]);
+    assert.deepEqual(kinds, [
+      'messageStart',
+      'contentBlockDelta', 'contentBlockDelta', 'contentBlockDelta', 'contentBlockDelta',
+      'contentBlockStop',
+      'contentBlockStart',
+      'contentBlockDelta', 'contentBlockDelta', 'contentBlockDelta',
+      'contentBlockStop',
+      'messageStop',
+      'metadata',
+    ]);
+    const toolUseId = toolUseIdFor(messages, 'get_weather');
+    const text = events.slice(1, 5).map((e) => e.contentBlockDelta.delta.text).join('');
+    assert.equal(text, wordsOut(DEFAULT_OUTPUT));
+    assert.ok(events.slice(1, 5).every((e) => e.contentBlockDelta.contentBlockIndex === 0));
+    assert.equal(events[5].contentBlockStop.contentBlockIndex, 0);
+    const start = events[6].contentBlockStart;
+    assert.equal(start.contentBlockIndex, 1);
+    assert.equal(start.start.toolUse.toolUseId, toolUseId);
+    assert.equal(start.start.toolUse.name, 'get_weather');
+    const pieces = events.slice(7, 10).map((e) => {
+      assert.equal(e.contentBlockDelta.contentBlockIndex, 1);
+      return e.contentBlockDelta.delta.toolUse.input;
+    });
+    assert.ok(pieces.every((p) => p.length > 0));
+    assert.deepEqual(JSON.parse(pieces.join('')), { city: 'fake-city', state: 'fake-state' });
+    assert.equal(events[10].contentBlockStop.contentBlockIndex, 1);
+    assert.equal(events[11].messageStop.stopReason, 'tool_use');
+    const md = events[12].metadata;
+    assert.deepEqual(md.usage, { inputTokens: 5 + 5 + 3, outputTokens: DEFAULT_OUTPUT, totalTokens: 13 + DEFAULT_OUTPUT });
+    assert.equal(typeof md.metrics.latencyMs, 'number');
+    const rec = fake.last('ConverseStream');
+    assert.deepEqual(rec.usage, { input: 13, output: DEFAULT_OUTPUT, cacheRead: 0, cacheWrite: 0 });
+    assert.equal(rec.toolUse.toolUseId, toolUseId);
+    assert.equal(rec.eventsSent, 4 + 3);
+
+    // Over HTTP/1.1 with Llama 3.1: the toolUse block alone, at index 0; then the follow-up answers text.
+    const l = await c.send(new ConverseStreamCommand({ modelId: 'meta.llama3-1-70b-instruct-v1:0', messages, toolConfig: WEATHER_TOOLS }));
+    const le = [];
+    for await (const e of l.stream) le.push(e);
+    assert.deepEqual(le.map((e) => Object.keys(e)[0]).slice(0, 2), ['messageStart', 'contentBlockStart']);
+    assert.equal(le[1].contentBlockStart.contentBlockIndex, 0);
+    assert.equal(le.at(-2).messageStop.stopReason, 'tool_use');
+    const id = le[1].contentBlockStart.start.toolUse.toolUseId;
+    const input = JSON.parse(le.filter((e) => e.contentBlockDelta).map((e) => e.contentBlockDelta.delta.toolUse.input).join(''));
+    const next = await c.send(new ConverseStreamCommand({
+      modelId: 'meta.llama3-1-70b-instruct-v1:0',
+      messages: [...messages, { role: 'assistant', content: [{ toolUse: { toolUseId: id, name: 'get_weather', input } }] }, { role: 'user', content: [{ toolResult: { toolUseId: id, content: [{ json: { temp: 20 } }] } }] }],
+      toolConfig: WEATHER_TOOLS,
+      inferenceConfig: { maxTokens: 3 },
+    }));
+    const ne = [];
+    for await (const e of next.stream) ne.push(e);
+    assert.equal(ne.filter((e) => e.contentBlockDelta).map((e) => e.contentBlockDelta.delta.text).join(''), 'w1 w2 w3');
+    assert.equal(ne.at(-2).messageStop.stopReason, 'max_tokens');
+
+    // midstream with a tool call: two deltas, then the exception.
+    const mid = await c.send(new ConverseStreamCommand({ modelId: 'midstream.throttlingException.meta.llama3-1-70b-instruct-v1:0', messages, toolConfig: WEATHER_TOOLS }));
+    const err = await (async () => {
+      for await (const _e of mid.stream);
+    })().then(() => null, (e) => e);
+    assert.equal(err?.name, 'ThrottlingException');
+    assert.equal(fake.last().eventsSent, 2);
+  });
+});
+
+describe('fake SageMaker: JumpStart embeddings, TGI as the notebooks call it, inference components', () => {
+  const registry = new Map();
+  let fake;
+  let c;
+
+  before(async () => {
+    const creds = staticCreds(registry);
+    fake = await startFakeSageMaker({ registry, region: REGION, inferenceComponents: { 'tgi-components': ['ic-llama3', 'ic-mistral'] } });
+    c = new SageMakerRuntimeClient({ region: REGION, endpoint: fake.url, credentials: creds, maxAttempts: 1, requestHandler: new NodeHttpHandler() });
+  });
+  after(async () => {
+    c?.destroy();
+    await fake?.close();
+  });
+
+  const call = (EndpointName, body, extra = {}) => c.send(new InvokeEndpointCommand({ EndpointName, ContentType: 'application/json', Body: enc(body), ...extra }));
+
+  test('JumpStart text embedding (all-MiniLM-L6-v2): {"embedding": [[384]]} per text, deterministic', T, async () => {
+    const ep = 'jumpstart-dft-hf-textembedding-all-minilm-l6-v2';
+    const one = await call(ep, { text_inputs: 'Hello', mode: 'embedding' });
+    assert.equal(one.ContentType, 'application/json');
+    const b = json(one.Body);
+    assert.deepEqual(Object.keys(b), ['embedding']);
+    assert.deepEqual(b.embedding, [fakeEmbedding('Hello', 384, { normalize: true })]);
+    assert.ok(Math.abs(norm(b.embedding[0]) - 1) < 1e-4);
+    const rec = fake.last();
+    assert.equal(rec.usage, null, 'JumpStart containers report no token counts');
+    assert.deepEqual(rec.body, { text_inputs: 'Hello', mode: 'embedding' });
+    const two = json((await call(ep, { text_inputs: ['a', 'b'] })).Body);
+    assert.equal(two.embedding.length, 2);
+    assert.deepEqual(two.embedding[1], fakeEmbedding('b', 384, { normalize: true }));
+
+    let err = await expectReject(call(ep, { inputs: 'Hello' }), 'ModelError', 424, ModelError);
+    assert.equal(err.OriginalStatusCode, 400);
+    assert.match(err.OriginalMessage, /'text_inputs'/);
+    err = await expectReject(call(ep, { text_inputs: 'x', mode: 'nn_corpus' }), 'ModelError', 424, ModelError);
+    assert.match(err.OriginalMessage, /Unsupported mode: nn_corpus/);
+    err = await expectReject(call(ep, { text_inputs: [1, 2] }), 'ModelError', 424, ModelError);
+    assert.match(err.OriginalMessage, /text_inputs must be a string or a non-empty list of strings/);
+  });
+
+  test('inference components: required and must exist (option or ic.<names>.<endpoint>)', T, async () => {
+    const missing = 'Inference Component Name header is required for endpoints to which you plan to deploy inference components. Please include Inference Component Name header or consider using SageMaker models.';
+    let err = await expectReject(call('ic.ic-minilm.jumpstart-minilm', { text_inputs: 'Hello' }), 'ValidationError', 400, ValidationError);
+    assert.equal(err.message, missing);
+    assert.equal(err.ErrorCode, 'INFERENCE_COMPONENT_NAME_MISSING');
+    err = await expectReject(call('ic.ic-minilm.jumpstart-minilm', { text_inputs: 'Hello' }, { InferenceComponentName: 'ic-other' }), 'ValidationError', 400, ValidationError);
+    assert.equal(err.message, 'Inference Component ic-other of account 123456789012 not found.');
+    const ok = await call('ic.ic-minilm.jumpstart-minilm', { text_inputs: 'Hello', mode: 'embedding' }, { InferenceComponentName: 'ic-minilm' });
+    assert.equal(json(ok.Body).embedding[0].length, 384);
+    assert.equal(fake.last().inferenceComponent, 'ic-minilm');
+
+    err = await expectReject(call('tgi-components', { inputs: 'x' }), 'ValidationError', 400, ValidationError);
+    assert.equal(err.message, missing);
+    err = await expectReject(c.send(new InvokeEndpointWithResponseStreamCommand({ EndpointName: 'tgi-components', ContentType: 'application/json', Body: enc({ inputs: 'x', stream: true }) })), 'ValidationError', 400, ValidationError);
+    assert.equal(err.message, missing);
+    assert.ok(fake.requests.filter((r) => r.errorName === 'ValidationError').every((r) => r.usage === null));
+    // Endpoints the fake was not told about accept the header (or its absence).
+    await call('tgi-free', { inputs: 'x' }, { InferenceComponentName: 'anything' });
+    await call('tgi-free', { inputs: 'x' });
+  });
+
+  test('TGI Messages API (notebook shape) and TGI text, through an inference component', T, async () => {
+    const body = {
+      messages: [{ role: 'system', content: 'You are helpful' }, { role: 'user', content: 'hi there' }],
+      model: 'placeholder-model',
+      max_tokens: 3,
+      top_p: 0.9,
+      temperature: 0.6,
+      return_full_text: false,
+      stop: ['<|eot_id|>'],
+    };
+    const out = await call('tgi-components', body, { InferenceComponentName: 'ic-llama3' });
+    const r = json(out.Body);
+    assert.deepEqual(Object.keys(r).sort(), ['choices', 'created', 'id', 'model', 'object', 'system_fingerprint', 'usage']);
+    assert.equal(r.object, 'chat.completion');
+    assert.deepEqual(r.choices, [{ index: 0, message: { role: 'assistant', content: 'w1 w2 w3' }, logprobs: null, finish_reason: 'length' }]);
+    assert.deepEqual(r.usage, { prompt_tokens: 5 + 3, completion_tokens: 3, total_tokens: 11 });
+    const rec = fake.last();
+    assert.equal(rec.inferenceComponent, 'ic-llama3');
+    assert.deepEqual(rec.usage, { input: 8, output: 3, cacheRead: 0, cacheWrite: 0 });
+    assert.deepEqual(rec.body, body);
+
+    const gen = await call('tgi-components', { inputs: 'What is Amazon SageMaker?', parameters: { max_new_tokens: 4, details: true } }, { InferenceComponentName: 'ic-mistral' });
+    const [g] = json(gen.Body);
+    assert.deepEqual(Object.keys(g).sort(), ['details', 'generated_text']);
+    assert.equal(g.generated_text, wordsOut(4));
+    assert.deepEqual(Object.keys(g.details).sort(), ['finish_reason', 'generated_tokens', 'prefill', 'seed', 'tokens']);
+    assert.equal(g.details.generated_tokens, 4);
+    const plainGen = json((await call('tgi-components', { inputs: 'x', parameters: { max_new_tokens: 2 } }, { InferenceComponentName: 'ic-mistral' })).Body);
+    assert.deepEqual(plainGen, [{ generated_text: 'w1 w2' }]);
+  });
+
+  test('TGI input validation: 422 from the container, surfaced as ModelError', T, async () => {
+    const check = async (body, message) => {
+      const err = await expectReject(call('tgi-llama3', body), 'ModelError', 424, ModelError);
+      assert.equal(err.OriginalStatusCode, 422);
+      assert.deepEqual(JSON.parse(err.OriginalMessage), { error: `Input validation error: ${message}`, error_type: 'validation' });
+      assert.equal(fake.last().usage, null);
+    };
+    await check({ inputs: 'x', parameters: { temperature: 0 } }, '`temperature` must be strictly positive');
+    await check({ inputs: 'x', parameters: { top_p: 1.0 } }, '`top_p` must be > 0.0 and < 1.0');
+    await check({ inputs: 'x', parameters: { top_k: 0 } }, '`top_k` must be strictly positive');
+    await check({ inputs: 'x', parameters: { max_new_tokens: 0 } }, '`max_new_tokens` must be strictly positive');
+    await check({ inputs: 'x', parameters: { stop: ['a', 'b', 'c', 'd', 'e'] } }, '`stop` supports up to 4 stop sequences. Given: 5');
+    await check({ inputs: '' }, '`inputs` cannot be empty');
+    await check({ messages: [], max_tokens: 3 }, '`inputs` cannot be empty');
+    await check({ messages: [{ role: 'user', content: 'x' }], top_p: 1 }, '`top_p` must be > 0.0 and < 1.0');
+    // The Messages API takes temperature 0 (greedy).
+    const greedy = json((await call('tgi-llama3', { messages: [{ role: 'user', content: 'x' }], temperature: 0, max_tokens: 1 })).Body);
+    assert.equal(greedy.choices[0].message.content, 'w1');
+  });
+});
