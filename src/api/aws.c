@@ -635,19 +635,8 @@ int tg_api_exposed_provider(tg_gateway_t *g, const char *id, size_t n)
     return -1;
 }
 
-/* Where a call goes. */
-typedef struct {
-    const tg_provider_t *p;
-    size_t provider;
-    const char *upstream; /* model id / endpoint name sent */
-    const char *base_url;
-    const char *host;
-    const char *region;
-    const tg_model_route_t *route; /* NULL for a catalogue id */
-    uint32_t connect_ms, first_byte_ms, total_ms;
-} target_t;
-
-static void target_route(target_t *t, const tg_config_t *cfg, const tg_model_route_t *r)
+void tg_api_aws_target_route(tg_api_aws_target_t *t, const tg_config_t *cfg,
+                             const tg_model_route_t *r)
 {
     t->p = r->provider;
     t->provider = (size_t)(r->provider - cfg->providers);
@@ -659,6 +648,24 @@ static void target_route(target_t *t, const tg_config_t *cfg, const tg_model_rou
     t->connect_ms = r->connect_timeout_ms;
     t->first_byte_ms = r->first_byte_timeout_ms;
     t->total_ms = r->total_timeout_ms;
+}
+
+int tg_api_aws_target_exposed(tg_wctx_t *w, const char *id, size_t n, tg_api_aws_target_t *t)
+{
+    int pi = tg_api_exposed_provider(w->gw, id, n);
+    if (pi < 0) return TG_ENOTFOUND;
+    const tg_provider_t *p = &w->gw->cfg->providers[pi];
+    t->p = p;
+    t->provider = (size_t)pi;
+    t->upstream = id;
+    t->base_url = p->endpoint;
+    t->host = w->gw->aws_hosts[pi];
+    t->region = p->region;
+    t->route = NULL;
+    t->connect_ms = p->connect_timeout_ms;
+    t->first_byte_ms = p->first_byte_timeout_ms;
+    t->total_ms = p->total_timeout_ms;
+    return 0;
 }
 
 /* Splits "/prefix/{name}/{op}" (prefix without slashes) into the name, decoded
@@ -682,12 +689,12 @@ static int split_path(tg_req_t *req, size_t prefix_len, char **name, size_t *nam
 }
 
 /* Appends a header line "Name: value" to lines (arena) and to the signed set. */
-static int add_header(tg_req_t *req, const char **lines, size_t *nl, tg_header_t *sh, size_t *ns,
-                      const char *name, const char *value)
+static int add_header(tg_arena_t *arena, const char **lines, size_t *nl, tg_header_t *sh,
+                      size_t *ns, const char *name, const char *value)
 {
     if (*ns >= TG_AWSAUTH_MAX_HEADERS) return TG_ETOOBIG;
     size_t nn = strlen(name), vn = strlen(value);
-    char *l = tg_arena_alloc(req->arena, nn + vn + 3);
+    char *l = tg_arena_alloc(arena, nn + vn + 3);
     if (!l) return TG_ENOMEM;
     memcpy(l, name, nn);
     memcpy(l + nn, ": ", 2);
@@ -697,8 +704,51 @@ static int add_header(tg_req_t *req, const char **lines, size_t *nl, tg_header_t
     return TG_OK;
 }
 
+int tg_api_aws_prepare(tg_wctx_t *w, tg_arena_t *arena, const tg_api_aws_target_t *t,
+                       const tg_api_aws_req_t *r, tg_buf_t *url, const char **lines, size_t *nl)
+{
+    /* URL: the route's endpoint + the op's path, the id encoded once. */
+    const char *hs = strstr(t->base_url, "://") + 3;
+    size_t path_off = (size_t)(hs - t->base_url) + strcspn(hs, "/");
+    tg_buf_reset(url);
+    int rc = tg_buf_appends(url, t->base_url);
+    if (!rc)
+        rc = r->door_sagemaker
+                 ? tg_sm_path(url, r->upstream, strlen(r->upstream), (tg_sm_op_t)r->op)
+                 : tg_br_path(url, r->upstream, strlen(r->upstream), (tg_br_op_t)r->op);
+    /* Headers, signed. */
+    tg_header_t sh[TG_AWSAUTH_MAX_HEADERS];
+    size_t ns = 0;
+    *nl = 0;
+    if (!rc) rc = add_header(arena, lines, nl, sh, &ns, "Content-Type", r->content_type);
+    if (!rc) rc = add_header(arena, lines, nl, sh, &ns, "Accept", r->accept);
+    for (size_t i = 0; i < r->n && !rc; i++)
+        rc = add_header(arena, lines, nl, sh, &ns, r->names[i], r->values[i]);
+    if (rc) return rc == TG_ENOMEM ? rc : TG_ETOOBIG;
+    tg_awsauth_out_t so;
+    tg_awsauth_req_t ar = {
+        .method = "POST",
+        .host = t->host,
+        .region = t->region,
+        .service = r->door_sagemaker ? "sagemaker" : "bedrock",
+        .path = url->data + path_off,
+        .path_len = url->len - path_off,
+        .headers = sh,
+        .nheaders = ns,
+        .body = r->body,
+        .body_len = r->body_len,
+    };
+    rc = tg_awsauth_sign(w->gw->aws_auth[t->provider], &w->aws_keys[t->provider], &ar, arena, &so);
+    /* so's lines may live in so itself: keep copies that outlive this call. */
+    for (size_t i = 0; !rc && i < so.n; i++)
+        if (!(lines[(*nl)++] = tg_arena_strndup(arena, so.lines[i], strlen(so.lines[i]))))
+            rc = TG_ENOMEM;
+    explicit_bzero(&so, sizeof(so));
+    return rc;
+}
+
 static void start_call(tg_wctx_t *w, tg_req_t *req, int door, int op, const tg_caller_t *who,
-                       const char *client_id, const target_t *t)
+                       const char *client_id, const tg_api_aws_target_t *t)
 {
     int stream =
         door == DOOR_BEDROCK ? tg_br_op_streams((tg_br_op_t)op) : op == TG_SM_INVOKE_STREAM;
@@ -719,77 +769,70 @@ static void start_call(tg_wctx_t *w, tg_req_t *req, int door, int op, const tg_c
     tg_buf_init(&c->whole, 1 << 20);
     if (door == DOOR_SAGEMAKER) tg_sm_stream_init(&c->sms, 1 << 20);
 
-    /* URL: the route's endpoint + the op's path, the id encoded once. */
-    const char *hs = strstr(t->base_url, "://") + 3;
-    size_t origin = (size_t)(hs - t->base_url) + strcspn(hs, "/");
-    int rc = tg_buf_appends(&c->url, t->base_url);
-    size_t path_off = origin;
-    if (!rc)
-        rc = door == DOOR_BEDROCK
-                 ? tg_br_path(&c->url, t->upstream, strlen(t->upstream), (tg_br_op_t)op)
-                 : tg_sm_path(&c->url, t->upstream, strlen(t->upstream), (tg_sm_op_t)op);
-
-    /* Headers, signed: what the SDK sends, plus the service's own. */
-    const char *lines[MAX_UP_HDRS + 3];
-    tg_header_t sh[TG_AWSAUTH_MAX_HEADERS];
-    size_t nl = 0, ns = 0;
+    const char *lines[TG_API_AWS_MAX_LINES];
+    size_t nl = 0;
     const char *ct = tg_req_header(req, "content-type");
     const char *acc = tg_req_header(req, "accept");
-    if (!rc)
-        rc = add_header(req, lines, &nl, sh, &ns, "Content-Type",
-                        ct && *ct ? ct : "application/json");
-    if (!rc)
-        rc = add_header(req, lines, &nl, sh, &ns, "Accept",
-                        acc && *acc ? acc
-                        : stream    ? "application/vnd.amazon.eventstream"
-                                    : "application/json");
+    /* What the SDK sends of the service's own headers, then the route's
+     * SageMaker defaults. */
+    const char *xn[TG_AWSAUTH_MAX_HEADERS], *xv[TG_AWSAUTH_MAX_HEADERS];
+    size_t nx = 0;
     const char *pfx = door == DOOR_BEDROCK ? "x-amzn-bedrock-" : "x-amzn-sagemaker-";
     size_t pl = strlen(pfx);
+    int rc = 0;
     for (size_t i = 0; i < req->nheaders && !rc; i++) {
         const tg_header_t *h = &req->headers[i];
-        if (h->name_len > pl && tg_strcaseeq(h->name, pl, pfx, pl))
-            rc = add_header(req, lines, &nl, sh, &ns, h->name, h->value);
+        if (h->name_len <= pl || !tg_strcaseeq(h->name, pl, pfx, pl)) continue;
+        if (nx >= TG_AWSAUTH_MAX_HEADERS - 2)
+            rc = TG_ETOOBIG;
+        else
+            xn[nx] = h->name, xv[nx++] = h->value;
     }
-    if (!rc && door == DOOR_SAGEMAKER && t->route) { /* the route's defaults */
+    if (!rc && door == DOOR_SAGEMAKER && t->route) {
         static const char *const names[] = {"X-Amzn-SageMaker-Custom-Attributes",
                                             "X-Amzn-SageMaker-Target-Variant",
                                             "X-Amzn-SageMaker-Inference-Component"};
         const char *vals[] = {t->route->custom_attributes, t->route->target_variant,
                               t->route->inference_component};
-        for (int i = 0; i < 3 && !rc; i++)
-            if (vals[i] && !tg_req_header(req, names[i]))
-                rc = add_header(req, lines, &nl, sh, &ns, names[i], vals[i]);
+        for (int i = 0; i < 3 && !rc; i++) {
+            if (!vals[i] || tg_req_header(req, names[i])) continue;
+            if (nx >= TG_AWSAUTH_MAX_HEADERS - 2)
+                rc = TG_ETOOBIG;
+            else
+                xn[nx] = names[i], xv[nx++] = vals[i];
+        }
     }
+    tg_api_aws_req_t ar = {
+        .door_sagemaker = door == DOOR_SAGEMAKER,
+        .op = op,
+        .upstream = t->upstream,
+        .body = req->body,
+        .body_len = req->body_len,
+        .content_type = ct && *ct ? ct : "application/json",
+        .accept = acc && *acc ? acc
+                  : stream    ? "application/vnd.amazon.eventstream"
+                              : "application/json",
+        .names = xn,
+        .values = xv,
+        .n = nx,
+    };
     if (rc) {
         call_free(c);
         return gw_error(w, req, door, 400, "invalid_request",
                         "Too many or too large request headers for this call.");
     }
-    tg_awsauth_out_t so;
-    tg_awsauth_req_t ar = {
-        .method = "POST",
-        .host = t->host,
-        .region = t->region,
-        .service = door == DOOR_BEDROCK ? "bedrock" : "sagemaker",
-        .path = c->url.data + path_off,
-        .path_len = c->url.len - path_off,
-        .headers = sh,
-        .nheaders = ns,
-        .body = req->body,
-        .body_len = req->body_len,
-    };
-    rc = tg_awsauth_sign(w->gw->aws_auth[t->provider], &w->aws_keys[t->provider], &ar, req->arena,
-                         &so);
+    rc = tg_api_aws_prepare(w, req->arena, t, &ar, &c->url, lines, &nl);
     if (rc) {
         call_free(c);
         if (rc == TG_EAUTH)
             return gw_error(w, req, door, 503, "credentials_unavailable",
                             "The gateway has no AWS credentials for this provider right now.");
+        if (rc == TG_ETOOBIG || rc == TG_EINVAL)
+            return gw_error(w, req, door, 400, "invalid_request",
+                            "Too many or too large request headers for this call.");
         tg_error("request signing failed: %s", tg_strerror(rc));
         return gw_error(w, req, door, 500, "internal_error", "The request could not be signed.");
     }
-    for (size_t i = 0; i < so.n; i++)
-        lines[nl++] = so.lines[i];
     tg_api_call_t ci = {.model = client_id,
                         .model_len = strlen(client_id),
                         .route = t->route,
@@ -879,7 +922,7 @@ void tg_api_bedrock(tg_wctx_t *w, tg_req_t *req)
                         "Use /model/{modelId}/invoke, invoke-with-response-stream, converse or "
                         "converse-stream.");
     const tg_config_t *cfg = w->gw->cfg;
-    target_t t;
+    tg_api_aws_target_t t;
     memset(&t, 0, sizeof(t));
     const tg_model_route_t *r = tg_config_model(cfg, id, idn);
     if (r && r->provider->kind != TG_PROVIDER_BEDROCK) {
@@ -889,24 +932,11 @@ void tg_api_bedrock(tg_wctx_t *w, tg_req_t *req)
                                                             : "/v1/chat/completions");
         return gw_error(w, req, DOOR_BEDROCK, 400, "unsupported_route", msg);
     }
-    if (r) {
-        target_route(&t, cfg, r);
-    } else {
-        int pi = tg_api_exposed_provider(w->gw, id, idn);
-        if (pi < 0)
-            return gw_error(w, req, DOOR_BEDROCK, 404, "model_not_found",
-                            "The model does not exist or you do not have access to it.");
-        const tg_provider_t *p = &cfg->providers[pi];
-        t.p = p;
-        t.provider = (size_t)pi;
-        t.upstream = id;
-        t.base_url = p->endpoint;
-        t.host = w->gw->aws_hosts[pi];
-        t.region = p->region;
-        t.connect_ms = p->connect_timeout_ms;
-        t.first_byte_ms = p->first_byte_timeout_ms;
-        t.total_ms = p->total_timeout_ms;
-    }
+    if (r)
+        tg_api_aws_target_route(&t, cfg, r);
+    else if (tg_api_aws_target_exposed(w, id, idn, &t))
+        return gw_error(w, req, DOOR_BEDROCK, 404, "model_not_found",
+                        "The model does not exist or you do not have access to it.");
     start_call(w, req, DOOR_BEDROCK, (int)op, &who, id, &t);
 }
 
@@ -933,8 +963,8 @@ void tg_api_sagemaker(tg_wctx_t *w, tg_req_t *req)
     if (!r)
         return gw_error(w, req, DOOR_SAGEMAKER, 404, "model_not_found",
                         "No such SageMaker endpoint is configured, or you do not have access.");
-    target_t t;
+    tg_api_aws_target_t t;
     memset(&t, 0, sizeof(t));
-    target_route(&t, cfg, r);
+    tg_api_aws_target_route(&t, cfg, r);
     start_call(w, req, DOOR_SAGEMAKER, (int)op, &who, name, &t);
 }

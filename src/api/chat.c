@@ -423,14 +423,6 @@ void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
     }
 }
 
-/* Whether every policy in the caller's scope allows model id. */
-static int allowed(const tg_caller_t *who, const char *id)
-{
-    for (int s = 0; who->p && s < TG_SCOPES; s++)
-        if (!tg_policy_allows(who->p->policy[s], id, strlen(id))) return 0;
-    return 1;
-}
-
 void tg_api_models(tg_wctx_t *w, tg_req_t *req)
 {
     tg_caller_t who;
@@ -442,7 +434,7 @@ void tg_api_models(tg_wctx_t *w, tg_req_t *req)
     int rc = tg_buf_appends(&b, "{\"object\":\"list\",\"data\":[");
     for (size_t i = 0; i < cfg->nmodels && !rc; i++) {
         const tg_model_route_t *m = &cfg->models[i];
-        if (!allowed(&who, m->id)) continue;
+        if (!tg_api_allowed(&who, m->id)) continue;
         rc = tg_buf_appends(&b, listed++ ? ",{\"id\":" : "{\"id\":");
         if (!rc) rc = tg_buf_json_str(&b, m->id, strlen(m->id));
         if (!rc)
@@ -459,7 +451,7 @@ void tg_api_models(tg_wctx_t *w, tg_req_t *req)
         for (size_t i = 0; s && i < s->n && !rc; i++) {
             const char *id = s->entries[i].id;
             if (tg_config_model(cfg, id, strlen(id))) continue; /* listed as a route */
-            if (!allowed(&who, id)) continue;
+            if (!tg_api_allowed(&who, id)) continue;
             rc = tg_buf_appends(&b, listed++ ? ",{\"id\":" : "{\"id\":");
             if (!rc) rc = tg_buf_json_str(&b, id, strlen(id));
             if (!rc)

@@ -38,10 +38,17 @@ void tg_api_submit_event(tg_wctx_t *w, tg_req_t *req, tg_usage_event_t *ev, cons
                          int status, const tg_model_route_t *route, int bedrock,
                          tg_gov_ticket_t *gov, tg_writer_done_fn done, void *ud)
 {
+    tg_api_submit_event_at(w, req->start_ns, ev, outcome, status, route, bedrock, gov, done, ud);
+}
+
+void tg_api_submit_event_at(tg_wctx_t *w, uint64_t start_ns, tg_usage_event_t *ev,
+                            const char *outcome, int status, const tg_model_route_t *route,
+                            int bedrock, tg_gov_ticket_t *gov, tg_writer_done_fn done, void *ud)
+{
     snprintf(ev->outcome, sizeof(ev->outcome), "%s", outcome);
     ev->status = status;
     ev->ended_ms = tg_wall_ms();
-    ev->latency_us = (int64_t)((tg_now_ns() - req->start_ns) / 1000);
+    ev->latency_us = (int64_t)((tg_now_ns() - start_ns) / 1000);
     tg_api_price_event(w->gw->cfg->prices, route, bedrock, ev);
     if (gov && gov->active) {
         /* The reservation becomes the real cost; tokens count in this minute. */
@@ -52,7 +59,7 @@ void tg_api_submit_event(tg_wctx_t *w, tg_req_t *req, tg_usage_event_t *ev, cons
     }
     if (tg_writer_submit(w->gw->writer, ev, w->port, done, ud) != 0) {
         tg_error("ledger refused event %s; answering anyway", ev->id);
-        done(ud, TG_EBUSY);
+        if (done) done(ud, TG_EBUSY);
     }
 }
 
@@ -257,6 +264,7 @@ static void handle(tg_req_t *req, void *ctx)
         return tg_api_usage(w, req);
     }
     if (req->path_len > 7 && memcmp(req->path, "/model/", 7) == 0) return tg_api_bedrock(w, req);
+    if (tg_api_reference(w, req)) return;
     if (req->path_len > 11 && memcmp(req->path, "/endpoints/", 11) == 0)
         return tg_api_sagemaker(w, req);
     if (path_is(req, "/healthz")) {
@@ -308,6 +316,7 @@ static void worker_fini(tg_worker_t *worker, void *wdata, void *ctx)
 {
     tg_wctx_t *w = wdata;
     if (!w) return;
+    tg_api_reference_shutdown(w); /* before the upstream calls it cancels go */
     tg_upstream_destroy(w->up);
     tg_writer_port_close(w->port);
     tg_tenancy_view_release(&w->view);
@@ -356,6 +365,11 @@ int tg_gateway_create(tg_gateway_t **out, const tg_config_t *cfg, tg_tenancy_t *
             return TG_ENOMEM;
         }
     }
+    int rrc = tg_api_reference_init(g);
+    if (rrc) {
+        tg_gateway_destroy(g);
+        return rrc;
+    }
     g->app.handle = handle;
     g->app.worker_init = worker_init;
     g->app.worker_fini = worker_fini;
@@ -383,6 +397,7 @@ void tg_gateway_destroy(tg_gateway_t *g)
     free(g->aws_auth);
     free(g->catalogs);
     free(g->aws_hosts);
+    tg_api_reference_fini(g);
     free(g);
 }
 

@@ -389,6 +389,13 @@ int tg_api_govern(tg_wctx_t *w, tg_req_t *req, const tg_caller_t *who, const tg_
     return -1;
 }
 
+int tg_api_allowed(const tg_caller_t *who, const char *id)
+{
+    for (int s = 0; who->p && s < TG_SCOPES; s++)
+        if (!tg_policy_allows(who->p->policy[s], id, strlen(id))) return 0;
+    return 1;
+}
+
 void tg_api_gov_release(tg_gov_ticket_t *t)
 {
     if (t && t->active) tg_gov_settle(t, tg_wall_ms(), 0, 0);

@@ -17,11 +17,12 @@ struct tg_gateway {
     tg_writer_t *writer;
     tg_metrics_t *metrics;
     tg_http_app_t app;
-    char **auth_headers;     /* per provider: "Authorization: Bearer K" or NULL */
-    char **chat_urls;        /* per provider: base_url + "/chat/completions" */
-    tg_awsauth_t **aws_auth; /* per provider: AWS signing, NULL for openai */
-    tg_catalog_t **catalogs; /* per provider: the Bedrock catalogue, or NULL */
-    char **aws_hosts;        /* per provider: Host header of its runtime endpoint */
+    char **auth_headers;            /* per provider: "Authorization: Bearer K" or NULL */
+    char **chat_urls;               /* per provider: base_url + "/chat/completions" */
+    tg_awsauth_t **aws_auth;        /* per provider: AWS signing, NULL for openai */
+    tg_catalog_t **catalogs;        /* per provider: the Bedrock catalogue, or NULL */
+    char **aws_hosts;               /* per provider: Host header of its runtime endpoint */
+    struct tg_ref_results *results; /* the reference API's background calls (reference.c) */
 };
 
 typedef struct {
@@ -35,6 +36,7 @@ typedef struct {
     tg_awsauth_keys_t *aws_keys; /* per provider: this worker's SigV4 key cache */
     uint64_t id_seed;            /* random per worker: ids stay unique across restarts */
     uint64_t id_next;
+    struct refcall *bg; /* the reference API's background calls on this worker */
 } tg_wctx_t;
 
 /* What a handler keeps of the caller's key (the snapshot may change under a
@@ -95,6 +97,8 @@ typedef struct {
 int tg_api_govern(tg_wctx_t *w, tg_req_t *req, const tg_caller_t *who, const tg_api_call_t *ci,
                   tg_gov_ticket_t *t, tg_api_refusal_t *r);
 void tg_api_gov_release(tg_gov_ticket_t *t);
+/* Whether every policy in the caller's scope allows model id (listings). */
+int tg_api_allowed(const tg_caller_t *who, const char *id);
 /* Sends a refusal in the OpenAI error shape (with its headers). */
 void tg_api_refuse(tg_wctx_t *w, tg_req_t *req, int route, const tg_api_refusal_t *r);
 /* The most output the request's JSON allows (max_tokens and its kin), or 0. */
@@ -121,11 +125,64 @@ void tg_api_log(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *
 void tg_api_submit_event(tg_wctx_t *w, tg_req_t *req, tg_usage_event_t *ev, const char *outcome,
                          int status, const tg_model_route_t *route, int bedrock,
                          tg_gov_ticket_t *gov, tg_writer_done_fn done, void *ud);
+/* The same for a call whose request may be finished already (a background
+ * call of the reference API): latency counts from start_ns; done may be
+ * NULL. */
+void tg_api_submit_event_at(tg_wctx_t *w, uint64_t start_ns, tg_usage_event_t *ev,
+                            const char *outcome, int status, const tg_model_route_t *route,
+                            int bedrock, tg_gov_ticket_t *gov, tg_writer_done_fn done, void *ud);
 /* Writes a fresh id: prefix + 32 hex characters. */
 void tg_api_new_id(tg_wctx_t *w, char *out, size_t cap, const char *prefix);
 
 void tg_api_chat(tg_wctx_t *w, tg_req_t *req);
 void tg_api_models(tg_wctx_t *w, tg_req_t *req);
+/* ---- AWS calls (aws.c), shared with the reference door ------------------ */
+
+/* Where an AWS call goes. */
+typedef struct {
+    const tg_provider_t *p;
+    size_t provider;
+    const char *upstream; /* model id / endpoint name sent */
+    const char *base_url;
+    const char *host;
+    const char *region;
+    const tg_model_route_t *route; /* NULL for a catalogue id */
+    uint32_t connect_ms, first_byte_ms, total_ms;
+} tg_api_aws_target_t;
+
+void tg_api_aws_target_route(tg_api_aws_target_t *t, const tg_config_t *cfg,
+                             const tg_model_route_t *r);
+/* A catalogue id (or ARN) of an exposing Bedrock provider; TG_ENOTFOUND. */
+int tg_api_aws_target_exposed(tg_wctx_t *w, const char *id, size_t n, tg_api_aws_target_t *t);
+
+/* One call to sign. */
+typedef struct {
+    int door_sagemaker;
+    int op; /* tg_br_op_t / tg_sm_op_t */
+    const char *upstream;
+    const char *body;
+    size_t body_len;
+    const char *content_type, *accept;
+    const char *const *names, *const *values; /* more headers to send and sign */
+    size_t n;                                 /* at most TG_AWSAUTH_MAX_HEADERS - 2 */
+} tg_api_aws_req_t;
+#define TG_API_AWS_MAX_LINES (TG_AWSAUTH_MAX_HEADERS + 3)
+
+/* Writes the call's URL into url and its header lines (signed; strings in
+ * arena) into lines (TG_API_AWS_MAX_LINES). Returns 0, TG_EAUTH when the
+ * provider has no credentials now, TG_ETOOBIG, TG_ENOMEM. */
+int tg_api_aws_prepare(tg_wctx_t *w, tg_arena_t *arena, const tg_api_aws_target_t *t,
+                       const tg_api_aws_req_t *r, tg_buf_t *url, const char **lines, size_t *nl);
+
+/* The reference API (reference.c): answers GET [/<unit>_prod]/list_foundation_models
+ * and POST [/<unit>_prod]/invoke_model; returns 0 when the path is not its. */
+int tg_api_reference(tg_wctx_t *w, tg_req_t *req);
+/* Its results table, made with the gateway. */
+int tg_api_reference_init(tg_gateway_t *g);
+void tg_api_reference_fini(tg_gateway_t *g);
+/* A worker stops: its background calls are cancelled and recorded. */
+void tg_api_reference_shutdown(tg_wctx_t *w);
+
 /* POST /model/{modelId}/{op}: the Bedrock runtime, passed through. */
 void tg_api_bedrock(tg_wctx_t *w, tg_req_t *req);
 /* POST /endpoints/{name}/{op}: SageMaker runtime endpoints, passed through. */

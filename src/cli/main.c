@@ -470,7 +470,8 @@ static cJSON *event_json(const tg_usage_event_t *e)
     S(upstream_model), S(provider), S(region), S(api);
     cJSON_AddBoolToObject(o, "streamed", e->streamed);
     N(status), S(outcome), N(input_tokens), N(output_tokens), N(cache_read_tokens);
-    N(cache_write_tokens), N(images);
+    N(cache_write_tokens), N(images), N(image_width), N(image_height), N(image_steps);
+    S(image_quality);
     cJSON_AddStringToObject(o, "token_source",
                             e->token_source == TG_TOKENS_ESTIMATED ? "estimated" : "provider");
     /* Money: cost_* in picodollars as exact JSON integers (never through a

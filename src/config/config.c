@@ -808,8 +808,9 @@ static int parse_reports(tg_reports_config_t *r, const cJSON *o, ctx_t *x)
 static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
 {
     static const char *const fields[] = {
-        "listen",    "workers", "log_level", "access_log",      "store",   "http",  "ledger",
-        "providers", "models",  "prices",    "price_overrides", "reports", "admin", NULL};
+        "listen", "workers",   "log_level", "access_log", "store",           "http",
+        "ledger", "providers", "models",    "prices",     "price_overrides", "reports",
+        "admin",  "reference", NULL};
     int rc;
     if ((rc = check_fields(x, root, "config", fields))) return rc;
     char *listen = NULL, *level = NULL;
@@ -847,6 +848,12 @@ static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "reports")) &&
         (rc = parse_reports(&c->reports, v, x)))
         return rc;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "reference"))) {
+        static const char *const rf[] = {"result_ttl_s", NULL};
+        if ((rc = check_fields(x, v, "reference", rf)) ||
+            (rc = get_u32(x, v, "reference", "result_ttl_s", 1, 86400, &c->result_ttl_s)))
+            return rc;
+    }
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "admin"))) {
         static const char *const af[] = {"listen", NULL};
         char *al = NULL;
@@ -946,6 +953,7 @@ int tg_config_load(tg_config_t **out, const char *path, char *err, size_t errcap
     c->reports.enabled = 1;
     c->reports.refresh_s = 300;
     c->admin_port = 8081;
+    c->result_ttl_s = 600;
     int rc = parse_root(c, root, &x);
     cJSON_Delete(root);
     if (!rc && !c->store_path && !(c->store_path = strdup("var/tollgate.db"))) rc = TG_ENOMEM;

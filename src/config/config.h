@@ -122,6 +122,7 @@ typedef struct {
     size_t nprice_overrides;
     tg_prices_t *prices; /* the loaded book, with the routes' own prices */
     tg_reports_config_t reports;
+    uint32_t result_ttl_s; /* reference API: how long a streaming call's result is kept */
     /* The admin listener (its own port, loopback by default); admin_port < 0
      * when disabled. */
     char *admin_host;

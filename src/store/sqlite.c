@@ -155,6 +155,11 @@ static const char *const migrations[] = {
     "ALTER TABLE admin_keys ADD COLUMN prev_expires_ms INTEGER NOT NULL DEFAULT 0;",
     /* 5: calls admitted past a soft budget (allowed and flagged). */
     "ALTER TABLE usage_events ADD COLUMN over_budget INTEGER NOT NULL DEFAULT 0;",
+    /* 6: generated images' size, steps and quality (they pick the price). */
+    "ALTER TABLE usage_events ADD COLUMN image_width INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE usage_events ADD COLUMN image_height INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE usage_events ADD COLUMN image_steps INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE usage_events ADD COLUMN image_quality TEXT NOT NULL DEFAULT '';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -92,8 +92,11 @@ int tg_cost_event(const tg_prices_t *book, const char *const *keys, size_t nkeys
     for (size_t i = 0; i < nkeys && !p; i++)
         if (keys[i] && *keys[i]) p = tg_prices_find(book, keys[i], ev->region, ev->started_ms);
     tg_cost_t c;
-    int rc = tg_cost_compute(p, ev->input_tokens, ev->output_tokens, ev->cache_read_tokens,
-                             ev->cache_write_tokens, ev->images, NULL, &c);
+    tg_image_spec_t spec = {(uint32_t)ev->image_width, (uint32_t)ev->image_height,
+                            ev->image_quality[0] ? ev->image_quality : NULL};
+    int rc =
+        tg_cost_compute(p, ev->input_tokens, ev->output_tokens, ev->cache_read_tokens,
+                        ev->cache_write_tokens, ev->images, ev->image_width > 0 ? &spec : NULL, &c);
     if (rc) c.unpriced = 1;
     ev->cost_input = c.input;
     ev->cost_output = c.output;

@@ -40,6 +40,10 @@ typedef struct tg_usage_event {
     int64_t cache_read_tokens;
     int64_t cache_write_tokens;
     int64_t images;
+    /* Generated images' size and quality, which pick their price ("" /
+     * 0 when not an image call; quality "standard", "premium", ...). */
+    int64_t image_width, image_height, image_steps;
+    char image_quality[16];
     int token_source;   /* TG_TOKENS_* */
     int64_t cost_input; /* picodollars */
     int64_t cost_output;

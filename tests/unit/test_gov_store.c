@@ -124,7 +124,7 @@ static const uint8_t zero32[32];
 static void test_migrates_from_v3(void **state)
 {
     fixture_t *f = *state;
-    assert_int_equal(tg_store_schema_version(f->st), 5);
+    assert_int_equal(tg_store_schema_version(f->st), 6);
     tg_store_close(f->st);
     exec_raw(f->path, "DROP TABLE units; DROP TABLE teams; DROP TABLE policies;"
                       " ALTER TABLE keys DROP COLUMN prev_hash;"
@@ -132,6 +132,10 @@ static void test_migrates_from_v3(void **state)
                       " ALTER TABLE admin_keys DROP COLUMN prev_hash;"
                       " ALTER TABLE admin_keys DROP COLUMN prev_expires_ms;"
                       " ALTER TABLE usage_events DROP COLUMN over_budget;"
+                      " ALTER TABLE usage_events DROP COLUMN image_width;"
+                      " ALTER TABLE usage_events DROP COLUMN image_height;"
+                      " ALTER TABLE usage_events DROP COLUMN image_steps;"
+                      " ALTER TABLE usage_events DROP COLUMN image_quality;"
                       " DELETE FROM schema_version WHERE version >= 4;"
                       " INSERT INTO keys (id, unit, team, name, prefix, hash, created_ms,"
                       " expires_ms, revoked_ms) VALUES ('key_old', '', 'red', 'old', 'tg_old1234',"
@@ -139,7 +143,7 @@ static void test_migrates_from_v3(void **state)
                       " 1000, 0, 0)");
     assert_int_equal(raw_int(f->path, "SELECT MAX(version) FROM schema_version"), 3);
     f->st = open_at(f->path);
-    assert_int_equal(tg_store_schema_version(f->st), 5);
+    assert_int_equal(tg_store_schema_version(f->st), 6);
     /* The old key reads with no previous secret. */
     tg_key_t k = stored_key(f->st, "key_old");
     assert_string_equal(k.team, "red");
@@ -162,7 +166,7 @@ static void test_migrates_from_v3(void **state)
     /* Reopening applies nothing again. */
     tg_store_close(f->st);
     f->st = open_at(f->path);
-    assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM schema_version"), 5);
+    assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM schema_version"), 6);
 }
 
 /* ---- units and teams ------------------------------------------------------------- */
