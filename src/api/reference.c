@@ -602,6 +602,10 @@ static void invoke(tg_wctx_t *w, tg_req_t *req, const char *unit, size_t unit_le
         return ref_error(w, req, 400, "missing_model_id",
                          "The model_id query parameter is required.");
     if ((has = query(w, req, "model_arn", model_arn, sizeof(model_arn))) < 0) return;
+    /* What the usage event can hold, named rather than cut. */
+    if (strlen(model_id) >= sizeof(((tg_usage_event_t *)0)->model) ||
+        strlen(model_arn) >= sizeof(((tg_usage_event_t *)0)->upstream_model))
+        return ref_error(w, req, 400, "invalid_parameter", "model_id or model_arn is too long.");
     cJSON *body = cJSON_ParseWithLength(req->body, req->body_len);
     if (!cJSON_IsObject(body)) {
         cJSON_Delete(body);
@@ -740,8 +744,9 @@ static void invoke(tg_wctx_t *w, tg_req_t *req, const char *unit, size_t unit_le
     snprintf(ev->unit, sizeof(ev->unit), "%s", who.unit);
     snprintf(ev->team, sizeof(ev->team), "%s", who.team);
     snprintf(ev->key_id, sizeof(ev->key_id), "%s", who.id);
-    snprintf(ev->model, sizeof(ev->model), "%s", model_id);
-    snprintf(ev->upstream_model, sizeof(ev->upstream_model), "%s", t.upstream);
+    snprintf(ev->model, sizeof(ev->model), "%.*s", (int)sizeof(ev->model) - 1, model_id);
+    snprintf(ev->upstream_model, sizeof(ev->upstream_model), "%.*s",
+             (int)sizeof(ev->upstream_model) - 1, t.upstream);
     snprintf(ev->provider, sizeof(ev->provider), "%s", t.p->name);
     snprintf(ev->region, sizeof(ev->region), "%s", t.region);
     snprintf(ev->api, sizeof(ev->api), "%s",
