@@ -5,7 +5,11 @@
  * Each worker owns an upstream client and a ledger completion port on its own
  * loop, plus a view of the tenancy snapshot; nothing here takes a lock on the
  * request path. */
+#include <openssl/crypto.h>
+#include <time.h>
+
 #include "api/internal.h"
+#include "aws/sigv4.h"
 #include "providers/bedrock.h"
 #include "usage/cost.h"
 
@@ -140,11 +144,163 @@ static int bearer(const char *v, const char **tok, size_t *len)
     return *len > 0;
 }
 
+/* ---- SigV4 from clients: the access key id is a tollgate key id, the
+ * secret its (derived) secret. The request is signed again here, with the
+ * headers the client says it signed, and the signatures compared. */
+
+#define SIGV4_SKEW_S 900 /* AWS's own limit: 15 minutes */
+
+/* Copies the value of "name=" in an Authorization header up to ',' or end. */
+static int auth_field(const char *auth, const char *name, char *out, size_t cap)
+{
+    const char *p = strstr(auth, name);
+    if (!p) return -1;
+    p += strlen(name);
+    size_t n = strcspn(p, ", ");
+    if (n == 0 || n >= cap) return -1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}
+
+static int sigv4_check(tg_wctx_t *w, tg_req_t *req, const char *auth, const tg_snapshot_t *snap,
+                       const tg_key_t **kout, const tg_principal_t **pout, const char **code,
+                       const char **msg)
+{
+    char cred[256], signed_hdrs[1024], sig[80];
+    *code = "invalid_signature", *msg = "The request signature does not match.";
+    if (auth_field(auth, "Credential=", cred, sizeof(cred)) ||
+        auth_field(auth, "SignedHeaders=", signed_hdrs, sizeof(signed_hdrs)) ||
+        auth_field(auth, "Signature=", sig, sizeof(sig))) {
+        *code = "invalid_authorization", *msg = "Malformed SigV4 Authorization header.";
+        return -1;
+    }
+    /* KEYID/YYYYMMDD/region/service/aws4_request */
+    char *parts[5], *save = NULL;
+    int np = 0;
+    for (char *t = strtok_r(cred, "/", &save); t && np < 5; t = strtok_r(NULL, "/", &save))
+        parts[np++] = t;
+    if (np != 5 || strcmp(parts[4], "aws4_request") != 0 || strlen(parts[1]) != 8) {
+        *code = "invalid_authorization", *msg = "Malformed SigV4 credential scope.";
+        return -1;
+    }
+    const tg_principal_t *p = NULL;
+    const tg_key_t *k = tg_snapshot_key_by_id(snap, parts[0], &p);
+    if (!k) {
+        *code = "invalid_api_key", *msg = "Unknown access key id.";
+        return -1;
+    }
+    const char *date = tg_req_header(req, "x-amz-date");
+    time_t t;
+    if (!date || tg_sigv4_parse_time(date, &t) || strncmp(date, parts[1], 8) != 0) {
+        *code = "invalid_signature", *msg = "x-amz-date is missing or does not match the scope.";
+        return -1;
+    }
+    int64_t now = tg_wall_ms() / 1000;
+    if (t > now + SIGV4_SKEW_S || t < now - SIGV4_SKEW_S) {
+        *code = "signature_expired", *msg = "The request time is more than 15 minutes off.";
+        return -1;
+    }
+    /* The headers it signed, minus those the signer adds itself. */
+    tg_header_t hs[TG_SIGV4_MAX_HEADERS];
+    size_t nh = 0;
+    unsigned flags = 0;
+    const char *token = NULL;
+    save = NULL;
+    for (char *h = strtok_r(signed_hdrs, ";", &save); h; h = strtok_r(NULL, ";", &save)) {
+        if (strcmp(h, "x-amz-date") == 0 || strcmp(h, "authorization") == 0) continue;
+        const char *v = tg_req_header(req, h);
+        if (!v) return -1;
+        if (strcmp(h, "x-amz-content-sha256") == 0) {
+            flags |=
+                strcmp(v, "UNSIGNED-PAYLOAD") == 0 ? TG_SIGV4_UNSIGNED_PAYLOAD : TG_SIGV4_SIGN_BODY;
+            continue;
+        }
+        if (strcmp(h, "x-amz-security-token") == 0) {
+            token = v;
+            continue;
+        }
+        if (nh >= TG_SIGV4_MAX_HEADERS) return -1;
+        hs[nh++] = (tg_header_t){h, strlen(h), v, strlen(v)};
+    }
+    tg_sigv4_request_t r = {.method = req->method_str,
+                            .path = req->path,
+                            .path_len = req->path_len,
+                            .query = req->query,
+                            .query_len = req->query_len,
+                            .headers = hs,
+                            .nheaders = nh,
+                            .body = req->body,
+                            .body_len = req->body_len};
+    /* The current secret, then the previous one through its grace. */
+    for (int prev = 0; prev < 2; prev++) {
+        if (prev && k->prev_expires_ms <= tg_wall_ms()) break;
+        char secret[TG_KEY_SECRET_MAX];
+        if (tg_key_derive_secret(k, prev, secret, sizeof(secret))) {
+            if (!prev)
+                *code = "sigv4_not_enabled",
+                *msg = "This key's secret cannot sign SigV4 (it was not derived).";
+            continue;
+        }
+        tg_sigv4_params_t sp = {.access_key_id = k->id,
+                                .secret_access_key = secret,
+                                .session_token = token,
+                                .region = parts[2],
+                                .service = parts[3],
+                                .time = t,
+                                .flags = flags};
+        tg_sigv4_out_t so;
+        int rc = tg_sigv4_sign(&sp, &r, NULL, &so, NULL, NULL);
+        explicit_bzero(secret, sizeof(secret));
+        if (rc) return -1;
+        if (CRYPTO_memcmp(so.signature, sig, 64) == 0 && strlen(sig) == 64) {
+            *kout = k, *pout = p;
+            return prev ? 1 : 0;
+        }
+        *code = "invalid_signature", *msg = "The request signature does not match.";
+    }
+    return -1;
+}
+
+/* A key that authenticated: refused when its team or unit is disabled. */
+static int auth_accept(const tg_key_t *k, const tg_principal_t *p, tg_caller_t *out,
+                       const char **code, const char **msg)
+{
+    if (p && p->disabled) {
+        int team = p->disabled == TG_PRINCIPAL_TEAM_DISABLED;
+        *code = team ? "team_disabled" : "unit_disabled";
+        *msg = team ? "This key's team is disabled." : "This key's unit is disabled.";
+        return 403;
+    }
+    snprintf(out->id, sizeof(out->id), "%s", k->id);
+    snprintf(out->unit, sizeof(out->unit), "%s", p ? p->unit : k->unit);
+    snprintf(out->team, sizeof(out->team), "%s", k->team);
+    out->p = p;
+    return 0;
+}
+
 int tg_api_auth_check(tg_wctx_t *w, tg_req_t *req, tg_caller_t *out, const char **code,
                       const char **msg)
 {
     const char *tok = NULL;
     size_t len = 0;
+    const char *auth = tg_req_header(req, "authorization");
+    if (auth && strncmp(auth, "AWS4-HMAC-SHA256 ", 17) == 0) {
+        const tg_key_t *k = NULL;
+        const tg_principal_t *p = NULL;
+        const tg_snapshot_t *snap = tg_tenancy_view_get(&w->view);
+        if (sigv4_check(w, req, auth, snap, &k, &p, code, msg) < 0) return 401;
+        int64_t now = tg_wall_ms();
+        if (k->revoked_ms && k->revoked_ms <= now) {
+            *code = "revoked_api_key", *msg = "This API key has been revoked.";
+            return 401;
+        }
+        if (k->expires_ms && k->expires_ms <= now) {
+            *code = "expired_api_key", *msg = "This API key has expired.";
+            return 401;
+        }
+        return auth_accept(k, p, out, code, msg);
+    }
     const char *xk = tg_req_header(req, "x-api-key");
     if (xk && *xk) {
         tok = xk;
@@ -170,17 +326,7 @@ int tg_api_auth_check(tg_wctx_t *w, tg_req_t *req, tg_caller_t *out, const char 
         *code = "invalid_api_key", *msg = "Invalid API key.";
         return 401;
     }
-    if (p && p->disabled) {
-        int team = p->disabled == TG_PRINCIPAL_TEAM_DISABLED;
-        *code = team ? "team_disabled" : "unit_disabled";
-        *msg = team ? "This key's team is disabled." : "This key's unit is disabled.";
-        return 403;
-    }
-    snprintf(out->id, sizeof(out->id), "%s", k->id);
-    snprintf(out->unit, sizeof(out->unit), "%s", p ? p->unit : k->unit);
-    snprintf(out->team, sizeof(out->team), "%s", k->team);
-    out->p = p;
-    return 0;
+    return auth_accept(k, p, out, code, msg);
 }
 
 int tg_api_auth(tg_wctx_t *w, tg_req_t *req, int route, tg_caller_t *out)

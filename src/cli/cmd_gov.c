@@ -270,6 +270,16 @@ static int run(const gov_cmd_t *c, const gov_args_t *a, cJSON *body)
         return 2;
     }
     tg_log_level = cfg->log_level;
+    /* Tenant secrets derived from it (and SigV4 verifiable), when configured. */
+    tg_key_set_derivation(cfg->key_derive_secret,
+                          cfg->key_derive_secret ? strlen(cfg->key_derive_secret) : 0);
+    if (cfg->key_derive_env && !cfg->key_derive_secret && strcmp(c->group, "keys") == 0 &&
+        (strcmp(c->sub, "create") == 0 || strcmp(c->sub, "rotate") == 0)) {
+        fprintf(stderr, "tollgate: keys.derive_secret_env: environment variable %s is not set\n",
+                cfg->key_derive_env);
+        tg_config_free(cfg);
+        return 2;
+    }
     tg_store_t *st = NULL;
     int rc = tg_store_open(&st, &cfg->store), status = 1;
     if (rc) {

@@ -111,6 +111,9 @@ static tg_config_t *load_config(const args_t *a)
         return NULL;
     }
     tg_log_level = cfg->log_level;
+    /* Tenant secrets derived from it (and SigV4 verifiable), when configured. */
+    tg_key_set_derivation(cfg->key_derive_secret,
+                          cfg->key_derive_secret ? strlen(cfg->key_derive_secret) : 0);
     return cfg;
 }
 
@@ -217,6 +220,15 @@ static int cmd_serve(const args_t *a)
     if ((a->listen && tg_config_set_listen(cfg, a->listen, err, sizeof(err))) ||
         (a->admin_listen && tg_config_set_admin_listen(cfg, a->admin_listen, err, sizeof(err)))) {
         fprintf(stderr, "tollgate: %s\n", err);
+        tg_config_free(cfg);
+        return 2;
+    }
+    if (cfg->key_derive_env && !cfg->key_derive_secret) {
+        /* Keys made now would not be derived: refuse rather than drift. */
+        fprintf(stderr,
+                "tollgate: config error: keys.derive_secret_env: environment variable %s "
+                "is not set\n",
+                cfg->key_derive_env);
         tg_config_free(cfg);
         return 2;
     }

@@ -810,7 +810,7 @@ static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
     static const char *const fields[] = {
         "listen", "workers",   "log_level", "access_log", "store",           "http",
         "ledger", "providers", "models",    "prices",     "price_overrides", "reports",
-        "admin",  "reference", NULL};
+        "admin",  "reference", "keys",      NULL};
     int rc;
     if ((rc = check_fields(x, root, "config", fields))) return rc;
     char *listen = NULL, *level = NULL;
@@ -848,6 +848,19 @@ static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "reports")) &&
         (rc = parse_reports(&c->reports, v, x)))
         return rc;
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "keys"))) {
+        static const char *const kf[] = {"derive_secret_env", NULL};
+        if ((rc = check_fields(x, v, "keys", kf)) ||
+            (rc = get_str(x, v, "keys", "derive_secret_env", 0, &c->key_derive_env)))
+            return rc;
+        if (c->key_derive_env && (rc = from_env(x, "keys", "derive_secret_env", c->key_derive_env,
+                                                0, &c->key_derive_secret)))
+            return rc;
+        if (c->key_derive_secret && strlen(c->key_derive_secret) < 32)
+            return fail(x, "keys.derive_secret_env", "the secret must be at least 32 bytes");
+        if (c->key_derive_secret && strlen(c->key_derive_secret) > 64)
+            return fail(x, "keys.derive_secret_env", "the secret must be at most 64 bytes");
+    }
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "reference"))) {
         static const char *const rf[] = {"result_ttl_s", NULL};
         if ((rc = check_fields(x, v, "reference", rf)) ||
@@ -1023,6 +1036,8 @@ void tg_config_free(tg_config_t *c)
     free(r->dir), free(r->s3_bucket), free(r->s3_prefix), free(r->s3_region), free(r->s3_endpoint);
     free_creds(&r->s3_creds);
     free(c->admin_host);
+    free(c->key_derive_env);
+    wipe_free(c->key_derive_secret);
     for (size_t i = 0; i < c->nmodels; i++) {
         tg_model_route_t *m = &c->models[i];
         free(m->id), free(m->upstream_model), free(m->region), free(m->base_url), free(m->host);

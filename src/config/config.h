@@ -123,6 +123,10 @@ typedef struct {
     tg_prices_t *prices; /* the loaded book, with the routes' own prices */
     tg_reports_config_t reports;
     uint32_t result_ttl_s; /* reference API: how long a streaming call's result is kept */
+    /* keys.derive_secret_env: the secret tenant key secrets are derived from
+     * (so SigV4 can be verified); NULL when not configured. Wiped on free. */
+    char *key_derive_env;
+    char *key_derive_secret;
     /* The admin listener (its own port, loopback by default); admin_port < 0
      * when disabled. */
     char *admin_host;

@@ -752,10 +752,10 @@ static int key_rotate(tg_store_t *st, const tg_manage_req_t *req, const char *id
     if (find_key(st, id, &k, res)) return res->status;
     if (k.revoked_ms) return fail(res, 409, "key_revoked", "Key '%s' is revoked.", id);
     char secret[TG_KEY_SECRET_MAX];
-    memset(&fresh, 0, sizeof(fresh));
-    int err = tg_key_generate(&fresh, secret, sizeof(secret));
+    fresh = k; /* the same id: a derived secret is derived from it */
+    int err = tg_key_regenerate(&fresh, secret, sizeof(secret));
     if (!err)
-        err = tg_store_key_rotate(st, id, fresh.hash, fresh.prefix, req->now_ms + grace * 1000);
+        err = tg_store_key_rotate(st, id, &fresh, req->now_ms + grace * 1000);
     if (err == TG_ENOTFOUND)
         fail(res, 409, "key_revoked", "Key '%s' is revoked.", id);
     else if (err)

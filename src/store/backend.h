@@ -21,7 +21,7 @@ typedef struct tg_store_backend {
     int (*key_revoke)(tg_store_t *st, const char *id_or_prefix, int64_t now_ms);
     int (*keys_list)(tg_store_t *st, tg_key_t **out, size_t *n);
     int (*key_update)(tg_store_t *st, const char *id, const char *name, int64_t expires_ms);
-    int (*key_rotate)(tg_store_t *st, const char *id, const uint8_t hash[32], const char *prefix,
+    int (*key_rotate)(tg_store_t *st, const char *id, const tg_key_t *fresh,
                       int64_t prev_expires_ms);
     int (*unit_insert)(tg_store_t *st, const tg_unit_t *u);
     int (*unit_update)(tg_store_t *st, const tg_unit_t *u);

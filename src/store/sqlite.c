@@ -160,6 +160,11 @@ static const char *const migrations[] = {
     "ALTER TABLE usage_events ADD COLUMN image_height INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE usage_events ADD COLUMN image_steps INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE usage_events ADD COLUMN image_quality TEXT NOT NULL DEFAULT '';",
+    /* 7: the salts of derived secrets (for SigV4 verification). */
+    "ALTER TABLE keys ADD COLUMN salt BLOB NOT NULL DEFAULT x'';"
+    "ALTER TABLE keys ADD COLUMN prev_salt BLOB NOT NULL DEFAULT x'';"
+    "ALTER TABLE admin_keys ADD COLUMN salt BLOB NOT NULL DEFAULT x'';"
+    "ALTER TABLE admin_keys ADD COLUMN prev_salt BLOB NOT NULL DEFAULT x'';",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -336,8 +341,8 @@ static const char *const stmt_sql[S__COUNT] = {
     [S_DAY_DONE] = "UPDATE rollup_days SET reported = MAX(reported, ?2) WHERE day_ms = ?1",
     [S_KEY_UPDATE] = "UPDATE keys SET name = ?2, expires_ms = ?3 WHERE id = ?1",
     [S_HASH_TAKEN] = "SELECT COUNT(*) FROM keys WHERE hash = ?1 OR prev_hash = ?1",
-    [S_KEY_ROTATE] = "UPDATE keys SET prev_hash = hash, prev_expires_ms = ?4, hash = ?2,"
-                     " prefix = ?3 WHERE id = ?1 AND revoked_ms = 0",
+    [S_KEY_ROTATE] = "UPDATE keys SET prev_hash = hash, prev_salt = salt, prev_expires_ms = ?4,"
+                     " hash = ?2, prefix = ?3, salt = ?5 WHERE id = ?1 AND revoked_ms = 0",
     [S_POLICY_SET] = "INSERT INTO policies (entity, json, updated_ms) VALUES (?1, ?2, ?3)"
                      " ON CONFLICT (entity) DO UPDATE SET json = excluded.json,"
                      " updated_ms = excluded.updated_ms",
@@ -1154,11 +1159,13 @@ static int sq_key_update(tg_store_t *st, const char *id, const char *name, int64
 /* The new hash must not be any key's, current or previous: a presented
  * secret then names at most one key. The UPDATE's UNIQUE constraint covers
  * the current hashes again, the check the previous ones. */
-static int sq_key_rotate(tg_store_t *st, const char *id, const uint8_t hash[32], const char *prefix,
+static int sq_key_rotate(tg_store_t *st, const char *id, const tg_key_t *fresh,
                          int64_t prev_expires_ms)
 {
     tg_sqlite_t *s = (tg_sqlite_t *)st;
-    if (!id || !id[0] || !prefix || !prefix[0]) return TG_EINVAL;
+    if (!id || !id[0] || !fresh || !fresh->prefix[0]) return TG_EINVAL;
+    const uint8_t *hash = fresh->hash;
+    const char *prefix = fresh->prefix;
     int err = tx_begin(s);
     if (err) return err;
     sqlite3_stmt *q = stmt_get(s, S_HASH_TAKEN, &err);
@@ -1174,6 +1181,7 @@ static int sq_key_rotate(tg_store_t *st, const char *id, const uint8_t hash[32],
         sqlite3_bind_blob(u, 2, hash, 32, SQLITE_STATIC);
         sqlite3_bind_text(u, 3, prefix, -1, SQLITE_STATIC);
         sqlite3_bind_int64(u, 4, prev_expires_ms);
+        sqlite3_bind_blob(u, 5, fresh->salt, 16, SQLITE_STATIC);
         err = update_one(s, u, "rotate key");
     }
     if (err) {

@@ -25,7 +25,8 @@
 const tg_store_field_t tg_store_key_fields[] = {
     KFLD(id, TEXT),        KFLD(unit, TEXT),      KFLD(team, TEXT),           KFLD(name, TEXT),
     KFLD(prefix, TEXT),    KFLD(hash, BLOB),      KFLD(created_ms, I64),      KFLD(expires_ms, I64),
-    KFLD(revoked_ms, I64), KFLD(prev_hash, BLOB), KFLD(prev_expires_ms, I64),
+    KFLD(revoked_ms, I64), KFLD(prev_hash, BLOB), KFLD(prev_expires_ms, I64), KFLD(salt, BLOB),
+    KFLD(prev_salt, BLOB),
 };
 const size_t tg_store_key_nfields = COUNT(tg_store_key_fields);
 
@@ -138,10 +139,10 @@ int tg_store_key_update(tg_store_t *st, const char *id, const char *name, int64_
     return st->be->key_update(st, id, name, expires_ms);
 }
 
-int tg_store_key_rotate(tg_store_t *st, const char *id, const uint8_t hash[32], const char *prefix,
+int tg_store_key_rotate(tg_store_t *st, const char *id, const tg_key_t *fresh,
                         int64_t prev_expires_ms)
 {
-    return st->be->key_rotate(st, id, hash, prefix, prev_expires_ms);
+    return st->be->key_rotate(st, id, fresh, prev_expires_ms);
 }
 
 int tg_store_unit_insert(tg_store_t *st, const tg_unit_t *u)

@@ -91,10 +91,10 @@ void tg_store_policies_free(tg_policy_row_t *rows, size_t n);
 /* Key changes. */
 /* Sets name and expires_ms of key id (revoked or not); TG_ENOTFOUND. */
 int tg_store_key_update(tg_store_t *st, const char *id, const char *name, int64_t expires_ms);
-/* Rotation: the key's current hash becomes its previous one, accepted until
- * prev_expires_ms; hash and prefix become the new secret's. One transaction;
- * TG_ENOTFOUND for an unknown or revoked key. */
-int tg_store_key_rotate(tg_store_t *st, const char *id, const uint8_t hash[32], const char *prefix,
+/* Rotation: the key's current hash (and salt) become its previous ones,
+ * accepted until prev_expires_ms; hash, prefix and salt become fresh's. One
+ * transaction; TG_ENOTFOUND for an unknown or revoked key. */
+int tg_store_key_rotate(tg_store_t *st, const char *id, const tg_key_t *fresh,
                         int64_t prev_expires_ms);
 
 /* What the ledger holds since since_ms, summed per key, team or unit

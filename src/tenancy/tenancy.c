@@ -14,6 +14,8 @@
 #include "tenancy/tenancy.h"
 
 #include <assert.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -48,20 +50,102 @@ static int random_base62(char *out, size_t n)
     return 0;
 }
 
+/* The derivation secret (see tenancy.h); set once at start. */
+static uint8_t derive_key[64];
+static size_t derive_len;
+
+int tg_key_set_derivation(const char *secret, size_t len)
+{
+    if (secret && (len < 32 || len > sizeof(derive_key))) return TG_EINVAL;
+    explicit_bzero(derive_key, sizeof(derive_key));
+    derive_len = secret ? len : 0;
+    if (secret) memcpy(derive_key, secret, len);
+    return 0;
+}
+
+/* n base62 characters from HMAC-SHA256(derivation secret, "tg-key-v1" ||
+ * id || salt || counter) blocks, rejecting bytes >= 248 as random_base62
+ * does, so every character is uniform. */
+static int derive_base62(const char *id, const uint8_t salt[16], char *out, size_t n)
+{
+    size_t got = 0, idlen = strnlen(id, 40);
+    for (uint32_t ctr = 0; got < n && ctr < 64; ctr++) {
+        uint8_t msg[9 + 40 + 16 + 4], mac[32];
+        size_t m = 0;
+        memcpy(msg, "tg-key-v1", 9), m = 9;
+        memcpy(msg + m, id, idlen), m += idlen;
+        memcpy(msg + m, salt, 16), m += 16;
+        msg[m++] = (uint8_t)(ctr >> 24), msg[m++] = (uint8_t)(ctr >> 16);
+        msg[m++] = (uint8_t)(ctr >> 8), msg[m++] = (uint8_t)ctr;
+        unsigned int mlen = 0;
+        if (!HMAC(EVP_sha256(), derive_key, (int)derive_len, msg, m, mac, &mlen)) return TG_EINVAL;
+        for (size_t i = 0; i < sizeof(mac) && got < n; i++)
+            if (mac[i] < 248) out[got++] = base62[mac[i] % 62];
+        explicit_bzero(mac, sizeof(mac));
+    }
+    return got == n ? 0 : TG_EINVAL;
+}
+
+int tg_key_derive_secret(const tg_key_t *k, int prev, char *out, size_t cap)
+{
+    static const uint8_t zero[16];
+    const uint8_t *salt = prev ? k->prev_salt : k->salt;
+    if (!derive_len || memcmp(salt, zero, 16) == 0) return TG_ENOTFOUND;
+    if (cap < 3 + SECRET_BODY + 1) return TG_ETOOBIG;
+    memcpy(out, "tg_", 3);
+    int err = derive_base62(k->id, salt, out + 3, SECRET_BODY);
+    out[err ? 0 : 3 + SECRET_BODY] = '\0';
+    return err;
+}
+
+/* A tenant secret for rec (whose id is set): derived when a derivation
+ * secret is set, else random. */
+static int tenant_secret(tg_key_t *rec, char *secret)
+{
+    memset(rec->salt, 0, sizeof(rec->salt));
+    if (!derive_len) return random_base62(secret + 3, SECRET_BODY);
+    static const uint8_t zero[16];
+    int err;
+    do {
+        if ((err = tg_random(rec->salt, sizeof(rec->salt)))) return err;
+    } while (memcmp(rec->salt, zero, 16) == 0);
+    return derive_base62(rec->id, rec->salt, secret + 3, SECRET_BODY);
+}
+
+static void finish_record(tg_key_t *rec, const char *secret, size_t len)
+{
+    memset(rec->prefix, 0, sizeof(rec->prefix));
+    memcpy(rec->prefix, secret, TG_KEY_PREFIX_LEN);
+    tg_key_hash(secret, len, rec->hash);
+    rec->created_ms = tg_wall_ms();
+}
+
+int tg_key_regenerate(tg_key_t *rec, char *secret, size_t cap)
+{
+    if (!rec || !secret || cap < 3 + SECRET_BODY + 1 || !rec->id[0]) return TG_EINVAL;
+    memcpy(secret, "tg_", 3);
+    int err = tenant_secret(rec, secret);
+    if (err) return err;
+    secret[3 + SECRET_BODY] = '\0';
+    int64_t created = rec->created_ms;
+    finish_record(rec, secret, 3 + SECRET_BODY);
+    rec->created_ms = created;
+    return 0;
+}
+
 /* A secret "<tag>" + SECRET_BODY base62 chars, and its record. */
 static int generate(tg_key_t *rec, char *secret, size_t cap, const char *tag, const char *id_tag)
 {
     size_t tl = strlen(tag);
     if (!rec || !secret || cap < tl + SECRET_BODY + 1) return TG_EINVAL;
+    tg_random_id(rec->id, sizeof(rec->id), id_tag, 8);
     memcpy(secret, tag, tl);
-    int err = random_base62(secret + tl, SECRET_BODY);
+    /* Tenant keys may be derived; admin keys are always random. */
+    int err = strcmp(tag, "tg_") == 0 ? tenant_secret(rec, secret)
+                                      : random_base62(secret + tl, SECRET_BODY);
     if (err) return err;
     secret[tl + SECRET_BODY] = '\0';
-    tg_random_id(rec->id, sizeof(rec->id), id_tag, 8);
-    memset(rec->prefix, 0, sizeof(rec->prefix));
-    memcpy(rec->prefix, secret, TG_KEY_PREFIX_LEN);
-    tg_key_hash(secret, tl + SECRET_BODY, rec->hash);
-    rec->created_ms = tg_wall_ms();
+    finish_record(rec, secret, tl + SECRET_BODY);
     return 0;
 }
 
@@ -85,6 +169,7 @@ struct tg_snapshot {
      * 0 = empty. Power-of-two size >= 2 x the hashes. */
     uint32_t *slots;
     size_t mask;
+    uint32_t *by_id; /* key indexes sorted by id, for SigV4's lookups */
     void *owned;
     void (*free_owned)(void *);
     int refs; /* owned by the tenancy; guarded by its mutex */
@@ -118,6 +203,12 @@ static int insert_slot(tg_snapshot_t *s, const uint8_t *hash, uint32_t v)
     return 0;
 }
 
+static int cmp_by_id(const void *a, const void *b, void *keys)
+{
+    const tg_key_t *k = keys;
+    return strcmp(k[*(const uint32_t *)a].id, k[*(const uint32_t *)b].id);
+}
+
 int tg_snapshot_build_gov(tg_snapshot_t **out, const tg_key_t *keys,
                           const tg_principal_t *principals, size_t n, void *owned,
                           void (*free_owned)(void *))
@@ -146,6 +237,13 @@ int tg_snapshot_build_gov(tg_snapshot_t **out, const tg_key_t *keys,
     }
     if (n) memcpy(s->keys, keys, n * sizeof(*keys));
     if (s->principals) memcpy(s->principals, principals, n * sizeof(*principals));
+    if (n && !(s->by_id = malloc(n * sizeof(*s->by_id)))) {
+        tg_snapshot_free(s);
+        return TG_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        s->by_id[i] = (uint32_t)i;
+    if (n) qsort_r(s->by_id, n, sizeof(*s->by_id), cmp_by_id, s->keys);
     s->n = n;
     s->mask = cap - 1;
     for (size_t i = 0; i < n; i++) {
@@ -171,6 +269,7 @@ void tg_snapshot_free(tg_snapshot_t *s)
     if (!s) return;
     if (s->free_owned) s->free_owned(s->owned);
     free(s->keys);
+    free(s->by_id);
     free(s->principals);
     free(s->slots);
     free(s);
@@ -224,10 +323,19 @@ const tg_key_t *tg_snapshot_key_by_id(const tg_snapshot_t *s, const char *id,
                                       const tg_principal_t **principal)
 {
     if (principal) *principal = NULL;
-    for (size_t i = 0; s && i < s->n; i++) {
-        if (strcmp(s->keys[i].id, id) != 0) continue;
-        if (principal && s->principals) *principal = &s->principals[i];
-        return &s->keys[i];
+    size_t lo = 0, hi = s ? s->n : 0;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        uint32_t i = s->by_id[mid];
+        int c = strcmp(s->keys[i].id, id);
+        if (c == 0) {
+            if (principal && s->principals) *principal = &s->principals[i];
+            return &s->keys[i];
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }

@@ -28,6 +28,12 @@ typedef struct {
      * prev_expires_ms (0 = no previous secret). */
     uint8_t prev_hash[32];
     int64_t prev_expires_ms;
+    /* Derived secrets (for SigV4): the salt the secret was derived with from
+     * the gateway's derivation secret and the key id; all zero when the
+     * secret is random (such a key cannot sign SigV4). prev_salt: of the
+     * previous secret. */
+    uint8_t salt[16];
+    uint8_t prev_salt[16];
 } tg_key_t;
 
 /* Creates a new random secret "tg_" + 43 base62 chars into secret (>= 64
@@ -35,6 +41,21 @@ typedef struct {
 int tg_key_generate(tg_key_t *rec, char *secret, size_t cap);
 /* The same for an admin credential: "tga_" + 43 base62 chars, id "adm_...". */
 int tg_admin_key_generate(tg_key_t *rec, char *secret, size_t cap);
+/* A new secret for an existing key (rotation): rec keeps its id; its hash,
+ * prefix and salt become the new secret's. */
+int tg_key_regenerate(tg_key_t *rec, char *secret, size_t cap);
+
+/* Derived secrets. With a derivation secret set (process-wide, at start,
+ * before any thread uses keys; NULL clears it), tenant secrets are made as
+ * "tg_" + base62(HMAC-SHA256(derivation secret, id || salt)) with a random
+ * salt, so the gateway can recompute a key's secret from its record for
+ * SigV4 verification while storing only its hash. Without one, secrets are
+ * random. */
+int tg_key_set_derivation(const char *secret, size_t len);
+/* Recomputes k's secret (prev: its previous one) into out (>= 64 bytes).
+ * TG_ENOTFOUND when k's secret was not derived or no derivation secret is
+ * set. */
+int tg_key_derive_secret(const tg_key_t *k, int prev, char *out, size_t cap);
 void tg_key_hash(const char *secret, size_t len, uint8_t out[32]);
 
 typedef struct tg_snapshot tg_snapshot_t;

@@ -124,7 +124,7 @@ static const uint8_t zero32[32];
 static void test_migrates_from_v3(void **state)
 {
     fixture_t *f = *state;
-    assert_int_equal(tg_store_schema_version(f->st), 6);
+    assert_int_equal(tg_store_schema_version(f->st), 7);
     tg_store_close(f->st);
     exec_raw(f->path, "DROP TABLE units; DROP TABLE teams; DROP TABLE policies;"
                       " ALTER TABLE keys DROP COLUMN prev_hash;"
@@ -136,6 +136,9 @@ static void test_migrates_from_v3(void **state)
                       " ALTER TABLE usage_events DROP COLUMN image_height;"
                       " ALTER TABLE usage_events DROP COLUMN image_steps;"
                       " ALTER TABLE usage_events DROP COLUMN image_quality;"
+                      " ALTER TABLE keys DROP COLUMN salt; ALTER TABLE keys DROP COLUMN prev_salt;"
+                      " ALTER TABLE admin_keys DROP COLUMN salt;"
+                      " ALTER TABLE admin_keys DROP COLUMN prev_salt;"
                       " DELETE FROM schema_version WHERE version >= 4;"
                       " INSERT INTO keys (id, unit, team, name, prefix, hash, created_ms,"
                       " expires_ms, revoked_ms) VALUES ('key_old', '', 'red', 'old', 'tg_old1234',"
@@ -143,7 +146,7 @@ static void test_migrates_from_v3(void **state)
                       " 1000, 0, 0)");
     assert_int_equal(raw_int(f->path, "SELECT MAX(version) FROM schema_version"), 3);
     f->st = open_at(f->path);
-    assert_int_equal(tg_store_schema_version(f->st), 6);
+    assert_int_equal(tg_store_schema_version(f->st), 7);
     /* The old key reads with no previous secret. */
     tg_key_t k = stored_key(f->st, "key_old");
     assert_string_equal(k.team, "red");
@@ -159,14 +162,14 @@ static void test_migrates_from_v3(void **state)
                      2);
     char secret[TG_KEY_SECRET_MAX];
     tg_key_t fresh = make_key("x", secret);
-    assert_int_equal(tg_store_key_rotate(f->st, "key_old", fresh.hash, fresh.prefix, 5000), 0);
+    assert_int_equal(tg_store_key_rotate(f->st, "key_old", &fresh, 5000), 0);
     k = stored_key(f->st, "key_old");
     assert_int_equal(k.prev_hash[0], 1);
     assert_int_equal(k.prev_expires_ms, 5000);
     /* Reopening applies nothing again. */
     tg_store_close(f->st);
     f->st = open_at(f->path);
-    assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM schema_version"), 6);
+    assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM schema_version"), 7);
 }
 
 /* ---- units and teams ------------------------------------------------------------- */
@@ -317,7 +320,7 @@ static void test_key_rotate(void **state)
     assert_int_equal(got.prev_expires_ms, 0);
 
     tg_key_t n1 = make_key("x", NULL);
-    assert_int_equal(tg_store_key_rotate(f->st, k.id, n1.hash, n1.prefix, 123456), 0);
+    assert_int_equal(tg_store_key_rotate(f->st, k.id, &n1, 123456), 0);
     got = stored_key(f->st, k.id);
     assert_memory_equal(got.hash, n1.hash, 32);
     assert_string_equal(got.prefix, n1.prefix);
@@ -329,7 +332,7 @@ static void test_key_rotate(void **state)
     /* Again: the previous secret is now the first rotation's; the original
      * one is gone. */
     tg_key_t n2 = make_key("x", NULL);
-    assert_int_equal(tg_store_key_rotate(f->st, k.id, n2.hash, n2.prefix, 999), 0);
+    assert_int_equal(tg_store_key_rotate(f->st, k.id, &n2, 999), 0);
     got = stored_key(f->st, k.id);
     assert_memory_equal(got.hash, n2.hash, 32);
     assert_memory_equal(got.prev_hash, n1.hash, 32);
@@ -337,8 +340,8 @@ static void test_key_rotate(void **state)
 
     /* A hash some key has, now or as its previous one, is refused and
      * changes nothing. */
-    assert_int_equal(tg_store_key_rotate(f->st, k.id, other.hash, other.prefix, 1), TG_EEXIST);
-    assert_int_equal(tg_store_key_rotate(f->st, other.id, n1.hash, n1.prefix, 1), TG_EEXIST);
+    assert_int_equal(tg_store_key_rotate(f->st, k.id, &other, 1), TG_EEXIST);
+    assert_int_equal(tg_store_key_rotate(f->st, other.id, &n1, 1), TG_EEXIST);
     got = stored_key(f->st, k.id);
     assert_memory_equal(got.hash, n2.hash, 32);
     tg_key_t o = stored_key(f->st, other.id);
@@ -346,15 +349,15 @@ static void test_key_rotate(void **state)
 
     /* Unknown or revoked: not found, nothing changed. */
     tg_key_t n3 = make_key("x", NULL);
-    assert_int_equal(tg_store_key_rotate(f->st, "key_nope", n3.hash, n3.prefix, 1), TG_ENOTFOUND);
+    assert_int_equal(tg_store_key_rotate(f->st, "key_nope", &n3, 1), TG_ENOTFOUND);
     assert_int_equal(tg_store_key_revoke(f->st, other.id, 50), 0);
-    assert_int_equal(tg_store_key_rotate(f->st, other.id, n3.hash, n3.prefix, 1), TG_ENOTFOUND);
+    assert_int_equal(tg_store_key_rotate(f->st, other.id, &n3, 1), TG_ENOTFOUND);
     o = stored_key(f->st, other.id);
     assert_memory_equal(o.hash, other.hash, 32);
     assert_memory_equal(o.prev_hash, zero32, 32);
-    assert_int_equal(tg_store_key_rotate(f->st, "", n3.hash, n3.prefix, 1), TG_EINVAL);
+    assert_int_equal(tg_store_key_rotate(f->st, "", &n3, 1), TG_EINVAL);
     /* The failed attempts left no transaction open: writes still work. */
-    assert_int_equal(tg_store_key_rotate(f->st, k.id, n3.hash, n3.prefix, 77), 0);
+    assert_int_equal(tg_store_key_rotate(f->st, k.id, &n3, 77), 0);
 }
 
 /* ---- usage totals ------------------------------------------------------------------ */

@@ -20,7 +20,7 @@
 #include "store/store.h"
 #include "tenancy/tenancy.h"
 
-#define SCHEMA_VERSION 6 /* bump with each migration added to sqlite.c */
+#define SCHEMA_VERSION 7 /* bump with each migration added to sqlite.c */
 
 typedef struct {
     char dir[64];

@@ -152,6 +152,54 @@ static void test_auth(void **state)
     assert_null(s);
 }
 
+/* Derived secrets: recomputable from the record (and only with the
+ * derivation secret), a fresh salt per secret, random without one. */
+static void test_derived_secrets(void **state)
+{
+    static const char master[] = "a-derivation-secret-of-at-least-32-bytes-0123456789";
+    static const uint8_t zero[16];
+    assert_int_equal(tg_key_set_derivation("too short", 9), TG_EINVAL);
+    assert_int_equal(tg_key_set_derivation(master, strlen(master)), 0);
+    tg_key_t k;
+    char secret[TG_KEY_SECRET_MAX], again[TG_KEY_SECRET_MAX];
+    memset(&k, 0, sizeof(k));
+    assert_int_equal(tg_key_generate(&k, secret, sizeof(secret)), 0);
+    assert_int_equal(strlen(secret), 46);
+    assert_memory_not_equal(k.salt, zero, 16);
+    assert_int_equal(tg_key_derive_secret(&k, 0, again, sizeof(again)), 0);
+    assert_string_equal(again, secret);
+    uint8_t h[32];
+    tg_key_hash(again, strlen(again), h);
+    assert_memory_equal(h, k.hash, 32);
+    /* A new secret for the same key: same id, new salt, different secret. */
+    tg_key_t r = k;
+    char rotated[TG_KEY_SECRET_MAX];
+    assert_int_equal(tg_key_regenerate(&r, rotated, sizeof(rotated)), 0);
+    assert_string_equal(r.id, k.id);
+    assert_memory_not_equal(r.salt, k.salt, 16);
+    assert_string_not_equal(rotated, secret);
+    assert_int_equal(tg_key_derive_secret(&r, 0, again, sizeof(again)), 0);
+    assert_string_equal(again, rotated);
+    /* The previous secret through prev_salt. */
+    memcpy(r.prev_salt, k.salt, 16);
+    assert_int_equal(tg_key_derive_secret(&r, 1, again, sizeof(again)), 0);
+    assert_string_equal(again, secret);
+    /* Another derivation secret derives something else. */
+    assert_int_equal(tg_key_set_derivation("another-derivation-secret-32-bytes-or-more!!", 44), 0);
+    assert_int_equal(tg_key_derive_secret(&k, 0, again, sizeof(again)), 0);
+    assert_string_not_equal(again, secret);
+    /* Admin keys are never derived; without a secret nothing is. */
+    tg_key_t a;
+    memset(&a, 0, sizeof(a));
+    assert_int_equal(tg_admin_key_generate(&a, again, sizeof(again)), 0);
+    assert_memory_equal(a.salt, zero, 16);
+    assert_int_equal(tg_key_set_derivation(NULL, 0), 0);
+    assert_int_equal(tg_key_derive_secret(&k, 0, again, sizeof(again)), TG_ENOTFOUND);
+    memset(&k, 0, sizeof(k));
+    assert_int_equal(tg_key_generate(&k, secret, sizeof(secret)), 0);
+    assert_memory_equal(k.salt, zero, 16);
+}
+
 static void test_snapshot_10k(void **state)
 {
     enum { N = 10000 };
@@ -172,7 +220,10 @@ static void test_snapshot_10k(void **state)
         char want[16];
         snprintf(want, sizeof(want), "k%d", i);
         assert_string_equal(k->name, want);
+        /* And by id (SigV4's lookup). */
+        assert_ptr_equal(tg_snapshot_key_by_id(s, m[i].k.id, NULL), k);
     }
+    assert_null(tg_snapshot_key_by_id(s, "key_nope", NULL));
     made_t other;
     make(&other, "x");
     assert_int_equal(tg_snapshot_auth(s, other.secret, strlen(other.secret), 1, NULL), TG_EAUTH);
@@ -303,6 +354,7 @@ int main(void)
         cmocka_unit_test(test_generate_format),
         cmocka_unit_test(test_key_hash_known),
         cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_derived_secrets),
         cmocka_unit_test(test_snapshot_10k),
         cmocka_unit_test(test_publish_while_viewed),
         cmocka_unit_test(test_publish_concurrent),
