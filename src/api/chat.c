@@ -324,15 +324,18 @@ void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
         bad_status = 404, bad_code = "model_not_found",
         bad_msg = "The model does not exist or you do not have access to it.";
     }
-    char native[200];
-    if (!bad_code && route->provider->kind != TG_PROVIDER_OPENAI) {
-        /* Translation to Bedrock / SageMaker formats is not built yet. */
+    char native[256];
+    if (!bad_code && route->provider->kind == TG_PROVIDER_BEDROCK) {
+        /* Translated to Converse and back (reference.c's engine). */
+        tg_api_chat_bedrock(w, req, &who, route, root);
+        cJSON_Delete(root);
+        return;
+    }
+    if (!bad_code && route->provider->kind == TG_PROVIDER_SAGEMAKER) {
+        /* A container's own format: no translation to it yet. */
         snprintf(native, sizeof(native),
-                 route->provider->kind == TG_PROVIDER_BEDROCK
-                     ? "Model '%.60s' is served by Bedrock: call POST /model/%.60s/converse "
-                       "(or invoke, converse-stream, invoke-with-response-stream)."
-                     : "Model '%.60s' is a SageMaker endpoint: call POST "
-                       "/endpoints/%.60s/invocations (or invocations-response-stream).",
+                 "Model '%.60s' is a SageMaker endpoint: call POST "
+                 "/endpoints/%.60s/invocations (or invocations-response-stream).",
                  route->id, route->id);
         bad_code = "unsupported_route", bad_msg = native;
     }

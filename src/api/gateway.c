@@ -285,7 +285,10 @@ int tg_api_auth_check(tg_wctx_t *w, tg_req_t *req, tg_caller_t *out, const char 
     const char *tok = NULL;
     size_t len = 0;
     const char *auth = tg_req_header(req, "authorization");
-    if (auth && strncmp(auth, "AWS4-HMAC-SHA256 ", 17) == 0) {
+    const char *xk = tg_req_header(req, "x-api-key");
+    /* An explicit x-api-key wins (an SDK may sign with other credentials and
+     * add the key by middleware); else a SigV4 signature; else Bearer. */
+    if ((!xk || !*xk) && auth && strncmp(auth, "AWS4-HMAC-SHA256 ", 17) == 0) {
         const tg_key_t *k = NULL;
         const tg_principal_t *p = NULL;
         const tg_snapshot_t *snap = tg_tenancy_view_get(&w->view);
@@ -301,7 +304,6 @@ int tg_api_auth_check(tg_wctx_t *w, tg_req_t *req, tg_caller_t *out, const char 
         }
         return auth_accept(k, p, out, code, msg);
     }
-    const char *xk = tg_req_header(req, "x-api-key");
     if (xk && *xk) {
         tok = xk;
         len = strlen(xk);
@@ -400,6 +402,10 @@ static void handle(tg_req_t *req, void *ctx)
     if (path_is(req, "/v1/models")) {
         if (!get) return method_not_allowed(w, req, TG_ROUTE_MODELS, "GET");
         return tg_api_models(w, req);
+    }
+    if (path_is(req, "/v1/embeddings")) {
+        if (req->method != TG_HTTP_POST) return method_not_allowed(w, req, TG_ROUTE_OTHER, "POST");
+        return tg_api_embeddings(w, req);
     }
     if (path_is(req, "/v1/limits")) {
         if (!get) return method_not_allowed(w, req, TG_ROUTE_OTHER, "GET");

@@ -177,6 +177,12 @@ int tg_api_aws_prepare(tg_wctx_t *w, tg_arena_t *arena, const tg_api_aws_target_
 /* The reference API (reference.c): answers GET [/<unit>_prod]/list_foundation_models
  * and POST [/<unit>_prod]/invoke_model; returns 0 when the path is not its. */
 int tg_api_reference(tg_wctx_t *w, tg_req_t *req);
+/* The OpenAI API for Bedrock routes (reference.c's engine): a chat request
+ * (root parsed; who authenticated) as Converse / ConverseStream, and
+ * POST /v1/embeddings. */
+void tg_api_chat_bedrock(tg_wctx_t *w, tg_req_t *req, const tg_caller_t *who,
+                         const tg_model_route_t *route, const cJSON *root);
+void tg_api_embeddings(tg_wctx_t *w, tg_req_t *req);
 /* Its results table, made with the gateway. */
 int tg_api_reference_init(tg_gateway_t *g);
 void tg_api_reference_fini(tg_gateway_t *g);

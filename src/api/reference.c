@@ -28,6 +28,7 @@
 #include "api/internal.h"
 #include "aws/eventstream.h"
 #include "providers/bedrock.h"
+#include "providers/oai2br.h"
 #include "providers/refapi.h"
 #include "providers/sagemaker.h"
 #include "usage/cost.h"
@@ -222,7 +223,18 @@ typedef struct refcall {
     tg_gov_ticket_t gov;
     tg_usage_event_t ev;
     struct refcall *next, *prev; /* background calls of the worker */
+    /* The OpenAI API in front of Bedrock (chat.c's door for Bedrock routes,
+     * /v1/embeddings): the answer in OpenAI's shapes instead. */
+    int oai;      /* OAI_* */
+    int route_id; /* TG_ROUTE_* for metrics */
+    tg_oai2br_stream_t os;
+    char oai_id[48]; /* chatcmpl-... */
+    int64_t created;
+    char family[16]; /* embeddings: "titan" or "cohere" */
+    int base64;      /* embeddings: encoding_format base64 */
 } refcall_t;
+
+enum { OAI_NONE = 0, OAI_CHAT, OAI_EMBED };
 
 static void call_free(refcall_t *c)
 {
@@ -276,6 +288,21 @@ static void on_committed(void *ud, int status)
         bg_unlink(c);
         break;
     case RM_SSE:
+        if (req && c->started && c->oai == OAI_CHAT) {
+            /* The cost as an SSE comment, the usage chunk, [DONE] (after the
+             * commit, like the OpenAI door). */
+            tg_buf_t tail;
+            tg_buf_init(&tail, 0);
+            char usd[32];
+            tg_usd_format(c->ev.cost_total, usd, sizeof(usd));
+            tg_buf_printf(&tail, ": x-tollgate-cost-usd=%s\n\n", usd);
+            if (c->answer_status == 200) tg_oai2br_stream_finish(&c->os, &tail, c->os.finished);
+            if (!c->aborted && tail.data) tg_resp_write(req, tail.data, tail.len);
+            tg_buf_free(&tail);
+            tg_api_log(w, req, c->route_id, 200, c->ev.request_id, c->ev.key_id);
+            tg_resp_end(req);
+            break;
+        }
         if (req && c->started) {
             sse_write(c, c->answer_status == 200 ? "result" : "error", c->answer, c->answer_len);
             tg_api_log(w, req, REF_ROUTE, 200, c->ev.request_id, c->ev.key_id);
@@ -298,12 +325,49 @@ static void on_committed(void *ud, int status)
             {"x-request-id", 12, c->ev.request_id, strlen(c->ev.request_id)},
             {"x-tollgate-cost-usd", 19, usd, strlen(usd)},
         };
-        tg_api_log(w, req, REF_ROUTE, c->answer_status, c->ev.request_id, c->ev.key_id);
+        tg_api_log(w, req, c->route_id, c->answer_status, c->ev.request_id, c->ev.key_id);
         tg_resp_send(req, c->answer_status, h, 3, c->answer ? c->answer : "[]",
                      c->answer ? c->answer_len : 2);
         break;
     }
     call_free(c);
+}
+
+/* The OpenAI answer of a call that succeeded, and its counts. */
+static int oai_answer(refcall_t *c, tg_ref_usage_t *u, char *msg, size_t cap)
+{
+    const char *b = c->body.data ? c->body.data : "";
+    if (c->oai == OAI_CHAT && c->streaming) {
+        if (!c->os.have_usage) return 0; /* estimated by the caller */
+        u->have = 1, u->input = c->os.in, u->output = c->os.out;
+        u->cache_read = c->os.cache_read, u->cache_write = c->os.cache_write;
+        return 0;
+    }
+    if (c->oai == OAI_CHAT) {
+        int64_t in = 0, out = 0, cr = 0, cw = 0;
+        int rc = tg_oai2br_chat_response(b, c->body.len, c->oai_id, c->created, c->ev.model,
+                                         &c->answer, &c->answer_len, &in, &out, &cr, &cw, msg, cap);
+        if (!rc)
+            u->have = 1, u->input = in, u->output = out, u->cache_read = cr, u->cache_write = cw;
+        return rc;
+    }
+    /* Embeddings: one call; Cohere's count from the headers, Titan's in the body. */
+    tg_br_usage_t bu;
+    memset(&bu, 0, sizeof(bu));
+    int counted = tg_br_usage_from_headers(c->keep, c->nkeep, &bu) == 1;
+    const char *bodies[1] = {b};
+    size_t lens[1] = {c->body.len};
+    int rc =
+        tg_oai2br_embed_response(c->family, bodies, lens, 1, c->ev.model, counted ? bu.input : -1,
+                                 c->base64, &c->answer, &c->answer_len, msg, cap);
+    if (!rc) {
+        cJSON *j = cJSON_ParseWithLength(c->answer, c->answer_len);
+        const cJSON *pt = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(j, "usage"), "prompt_tokens");
+        if (cJSON_IsNumber(pt)) u->have = 1, u->input = (int64_t)pt->valuedouble;
+        cJSON_Delete(j);
+    }
+    return rc;
 }
 
 /* What a stream that did not finish counted (the text so far). */
@@ -326,7 +390,15 @@ static void finish(refcall_t *c, int err)
     const char *outcome = TG_OUTCOME_OK;
     char msg[512] = "", code[64] = "";
     int ok = !err && c->status >= 200 && c->status < 300 && !c->stream_failed;
-    if (ok) {
+    if (ok && c->oai) {
+        int rc = oai_answer(c, &u, msg, sizeof(msg));
+        c->answer_status = rc ? 502 : 200;
+        if (rc) {
+            ok = 0;
+            snprintf(code, sizeof(code), "upstream_error");
+            outcome = TG_OUTCOME_UPSTREAM_ERROR;
+        }
+    } else if (ok) {
         int rc = c->streaming
                      ? tg_ref_stream_finish(&c->rs, &u, &c->answer, &c->answer_len)
                      : tg_ref_parse(&c->rc, c->body.data ? c->body.data : "", c->body.len, c->keep,
@@ -352,7 +424,11 @@ static void finish(refcall_t *c, int err)
                                       : "The model's answer broke off.");
         outcome = c->streaming && c->started ? TG_OUTCOME_INTERRUPTED : TG_OUTCOME_FAILED;
         if (c->aborted) c->answer_status = 499, outcome = TG_OUTCOME_ABANDONED;
-        if (c->streaming) stream_usage(c, &u);
+        if (c->streaming && !c->oai) stream_usage(c, &u);
+        if (c->oai == OAI_CHAT && c->os.have_usage) {
+            u.have = 1, u.input = c->os.in, u.output = c->os.out;
+            u.cache_read = c->os.cache_read, u.cache_write = c->os.cache_write;
+        }
     } else {
         /* The provider refused: its status mapped, its message (sanitised). */
         char ucode[64];
@@ -417,6 +493,18 @@ static int on_frame(const tg_es_message_t *m, void *ud)
             return 1;
         etype = tg_es_header_str(m, ":event-type", &elen);
         snprintf(et, sizeof(et), "%.*s", (int)(elen < 63 ? elen : 63), etype ? etype : "");
+    }
+    if (c->oai == OAI_CHAT) {
+        tg_buf_t out;
+        tg_buf_init(&out, 0);
+        int rc = tg_oai2br_stream_feed(&c->os, et, payload, plen, &out);
+        if (!rc && out.len && c->req && !c->aborted &&
+            tg_resp_write(c->req, out.data, out.len) == 1 && c->up) {
+            c->paused = 1;
+            tg_upcall_pause(c->up);
+        }
+        tg_buf_free(&out);
+        return rc ? 1 : 0;
     }
     const char *delta = NULL;
     size_t dlen = 0;
@@ -542,6 +630,242 @@ void tg_api_reference_shutdown(tg_wctx_t *w)
     }
 }
 
+/* Governance, signing, the ledger slot, the usage event and the upstream
+ * call: the part every call of this engine shares. c->rc.op/body, streaming
+ * and rmode are set. On any refusal c is freed and the client answered. */
+static void launch(refcall_t *c, tg_req_t *req, const tg_caller_t *who,
+                   const tg_api_aws_target_t *t, const char *model_id, int64_t max_output,
+                   int background, const char *api)
+{
+    tg_wctx_t *w = c->w;
+    int sagemaker = c->sagemaker;
+    tg_api_call_t ci = {.model = model_id,
+                        .model_len = strlen(model_id),
+                        .route = t->route,
+                        .upstream_model = t->upstream,
+                        .region = t->region,
+                        .bedrock = !sagemaker,
+                        .max_output = max_output};
+    tg_api_refusal_t refusal;
+    if (tg_api_govern(w, req, who, &ci, &c->gov, &refusal)) {
+        int route = c->route_id;
+        call_free(c);
+        return tg_api_refuse(w, req, route, &refusal);
+    }
+    const char *xn[1], *xv[1];
+    size_t nx = 0;
+    if (c->rc.inference_component[0]) {
+        xn[nx] = "X-Amzn-SageMaker-Inference-Component";
+        xv[nx++] = c->rc.inference_component;
+    } else if (sagemaker && t->route && t->route->inference_component) {
+        xn[nx] = "X-Amzn-SageMaker-Inference-Component";
+        xv[nx++] = t->route->inference_component;
+    }
+    tg_api_aws_req_t ar = {
+        .door_sagemaker = sagemaker,
+        .op = c->rc.op,
+        .upstream = t->upstream,
+        .body = c->rc.body,
+        .body_len = c->rc.body_len,
+        .content_type = "application/json",
+        .accept = c->streaming ? "application/vnd.amazon.eventstream" : "application/json",
+        .names = xn,
+        .values = xv,
+        .n = nx,
+    };
+    const char *lines[TG_API_AWS_MAX_LINES];
+    size_t nl = 0;
+    int rc = tg_api_aws_prepare(w, req->arena, t, &ar, &c->url, lines, &nl);
+    if (rc) {
+        tg_api_gov_release(&c->gov);
+        call_free(c);
+        if (rc == TG_EAUTH)
+            return ref_error(w, req, 503, "credentials_unavailable",
+                             "The gateway has no AWS credentials for this provider right now.");
+        return ref_error(w, req, 500, "internal_error", "The request could not be signed.");
+    }
+    if (tg_writer_reserve(w->gw->writer) != 0) {
+        tg_api_gov_release(&c->gov);
+        call_free(c);
+        return ref_error(w, req, 503, "overloaded",
+                         "The usage ledger is saturated; retry shortly.");
+    }
+    tg_usage_event_t *ev = &c->ev;
+    tg_api_new_id(w, ev->id, sizeof(ev->id), "evt_");
+    tg_api_new_id(w, ev->request_id, sizeof(ev->request_id), "req_");
+    ev->started_ms = tg_wall_ms() - (int64_t)((tg_now_ns() - req->start_ns) / 1000000);
+    snprintf(ev->unit, sizeof(ev->unit), "%s", who->unit);
+    snprintf(ev->team, sizeof(ev->team), "%s", who->team);
+    snprintf(ev->key_id, sizeof(ev->key_id), "%s", who->id);
+    snprintf(ev->model, sizeof(ev->model), "%.*s", (int)sizeof(ev->model) - 1, model_id);
+    snprintf(ev->upstream_model, sizeof(ev->upstream_model), "%.*s",
+             (int)sizeof(ev->upstream_model) - 1, t->upstream);
+    snprintf(ev->provider, sizeof(ev->provider), "%s", t->p->name);
+    snprintf(ev->region, sizeof(ev->region), "%s", t->region);
+    snprintf(ev->api, sizeof(ev->api), "%s", api);
+    snprintf(ev->price_version, sizeof(ev->price_version), "none");
+    ev->streamed = c->streaming;
+    if (background && !(c->res = result_add(w->gw->results, ev->request_id, who->team))) {
+        tg_writer_unreserve(w->gw->writer);
+        tg_api_gov_release(&c->gov);
+        call_free(c);
+        return ref_error(w, req, 503, "overloaded", "Too many streaming requests are pending.");
+    }
+    tg_upcall_opts_t o = {
+        .method = "POST",
+        .url = c->url.data,
+        .headers = lines,
+        .nheaders = nl,
+        .body = c->rc.body,
+        .body_len = c->rc.body_len,
+        .connect_timeout_ms = t->connect_ms,
+        .first_byte_timeout_ms = t->first_byte_ms,
+        .total_timeout_ms = t->total_ms,
+    };
+    if (!background) {
+        req->data = c;
+        req->on_abort = on_abort;
+        req->on_drain = on_drain;
+    } else {
+        c->next = w->bg;
+        if (w->bg) w->bg->prev = c;
+        w->bg = c;
+    }
+    rc = tg_upcall_start(w->up, &o, &up_cbs, c, &c->up);
+    if (background) {
+        /* Answered now; the call goes on without its client. */
+        char out[128];
+        int n = snprintf(out, sizeof(out), "[{\"request_id\":\"%s\"}]", ev->request_id);
+        tg_api_send(w, req, REF_ROUTE, 200, "application/json", ev->request_id, out, (size_t)n);
+        c->req = NULL;
+    }
+    if (rc) {
+        c->up = NULL;
+        finish(c, rc == TG_ETIMEDOUT ? rc : TG_ECONNECT);
+    }
+}
+
+/* A call of this engine, before its body is built. */
+static refcall_t *call_new(tg_wctx_t *w, tg_req_t *req, const tg_api_aws_target_t *t, int rmode,
+                           int route_id)
+{
+    refcall_t *c = calloc(1, sizeof(*c));
+    if (!c) return NULL;
+    c->w = w;
+    c->req = req;
+    c->sagemaker = t->p->kind == TG_PROVIDER_SAGEMAKER;
+    c->route = t->route;
+    c->rmode = rmode;
+    c->route_id = route_id;
+    c->start_ns = req->start_ns;
+    tg_buf_init(&c->url, 8192);
+    tg_buf_init(&c->body, w->gw->cfg->max_response_bytes);
+    return c;
+}
+
+/* ---- the OpenAI API in front of Bedrock ----------------------------------------------- */
+
+void tg_api_chat_bedrock(tg_wctx_t *w, tg_req_t *req, const tg_caller_t *who,
+                         const tg_model_route_t *route, const cJSON *root)
+{
+    tg_api_aws_target_t t;
+    memset(&t, 0, sizeof(t));
+    tg_api_aws_target_route(&t, w->gw->cfg, route);
+    int stream = 0, include_usage = 0;
+    int64_t max_output = 0;
+    char err[512];
+    char *body = NULL;
+    size_t len = 0;
+    int rc = tg_oai2br_chat_request(root, &body, &len, &stream, &include_usage, &max_output, err,
+                                    sizeof(err));
+    if (rc)
+        return tg_api_error(w, req, TG_ROUTE_CHAT, rc == TG_ENOMEM ? 503 : 400,
+                            rc == TG_ENOMEM ? "overloaded" : "invalid_request",
+                            rc == TG_ENOMEM ? "Out of memory." : err, NULL);
+    refcall_t *c = call_new(w, req, &t, stream ? RM_SSE : RM_PLAIN, TG_ROUTE_CHAT);
+    if (!c) {
+        free(body);
+        return tg_api_error(w, req, TG_ROUTE_CHAT, 503, "overloaded", "Out of memory.", NULL);
+    }
+    c->oai = OAI_CHAT;
+    c->rc.body = body;
+    c->rc.body_len = len;
+    c->rc.op = stream ? TG_BR_CONVERSE_STREAM : TG_BR_CONVERSE;
+    c->rc.input_bytes = (int64_t)req->body_len;
+    c->streaming = stream;
+    c->created = tg_wall_ms() / 1000;
+    tg_api_new_id(w, c->oai_id, sizeof(c->oai_id), "chatcmpl-");
+    if (stream) {
+        tg_oai2br_stream_init(&c->os, c->oai_id, c->created, route->id, include_usage);
+        tg_es_decoder_init(&c->dec, TG_ES_DEFAULT_MAX_MESSAGE, on_frame, c);
+    }
+    launch(c, req, who, &t, route->id, max_output, 0,
+           stream ? "openai.chat-stream" : "openai.chat");
+}
+
+void tg_api_embeddings(tg_wctx_t *w, tg_req_t *req)
+{
+    tg_caller_t who;
+    if (tg_api_auth(w, req, TG_ROUTE_OTHER, &who)) return;
+    cJSON *root = cJSON_ParseWithLength(req->body, req->body_len);
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const tg_model_route_t *route =
+        cJSON_IsString(model)
+            ? tg_config_model(w->gw->cfg, model->valuestring, strlen(model->valuestring))
+            : NULL;
+    const char *bad = !cJSON_IsObject(root)    ? "The request body is not a JSON object."
+                      : !cJSON_IsString(model) ? "'model' is required and must be a string."
+                                               : NULL;
+    if (bad) {
+        cJSON_Delete(root);
+        return tg_api_error(w, req, TG_ROUTE_OTHER, 400, "invalid_request", bad, NULL);
+    }
+    if (!route || route->provider->kind != TG_PROVIDER_BEDROCK) {
+        cJSON_Delete(root);
+        return tg_api_error(w, req, TG_ROUTE_OTHER, 404, "model_not_found",
+                            "No Bedrock embedding model by that id.", NULL);
+    }
+    tg_br_model_t bm;
+    const char *up = route->upstream_model;
+    const char *family =
+        tg_br_model_parse(up, strlen(up), &bm) == 0 && strcmp(bm.family, "cohere") == 0 ? "cohere"
+                                                                                        : "titan";
+    char **bodies = NULL;
+    size_t n = 0;
+    char err[512];
+    int rc = tg_oai2br_embed_request(root, family, &bodies, &n, err, sizeof(err));
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "encoding_format");
+    int base64 = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "base64") == 0;
+    cJSON_Delete(root);
+    if (!rc && n != 1) {
+        tg_oai2br_embed_free(bodies, n);
+        return tg_api_error(w, req, TG_ROUTE_OTHER, 400, "invalid_request",
+                            "Titan embeds one text per call: send one input per request.", NULL);
+    }
+    if (rc)
+        return tg_api_error(w, req, TG_ROUTE_OTHER, rc == TG_ENOMEM ? 503 : 400,
+                            rc == TG_ENOMEM ? "overloaded" : "invalid_request",
+                            rc == TG_ENOMEM ? "Out of memory." : err, NULL);
+    tg_api_aws_target_t t;
+    memset(&t, 0, sizeof(t));
+    tg_api_aws_target_route(&t, w->gw->cfg, route);
+    refcall_t *c = call_new(w, req, &t, RM_PLAIN, TG_ROUTE_OTHER);
+    if (!c) {
+        tg_oai2br_embed_free(bodies, n);
+        return tg_api_error(w, req, TG_ROUTE_OTHER, 503, "overloaded", "Out of memory.", NULL);
+    }
+    c->oai = OAI_EMBED;
+    c->rc.body = bodies[0];
+    c->rc.body_len = strlen(bodies[0]);
+    bodies[0] = NULL;
+    tg_oai2br_embed_free(bodies, n);
+    c->rc.op = TG_BR_INVOKE;
+    c->rc.input_bytes = (int64_t)req->body_len;
+    c->base64 = base64;
+    snprintf(c->family, sizeof(c->family), "%s", family);
+    launch(c, req, &who, &t, route->id, 0, 0, "openai.embeddings");
+}
+
 /* ---- the door ------------------------------------------------------------------------ */
 
 /* A header compared case-insensitively to a value, as the reference did. */
@@ -656,19 +980,15 @@ static void invoke(tg_wctx_t *w, tg_req_t *req, const char *unit, size_t unit_le
         return ref_error(w, req, 400, "invalid_request",
                          "Streaming is for text and messages, not embeddings or images.");
     }
-    refcall_t *c = calloc(1, sizeof(*c));
+    refcall_t *c = call_new(w, req, &t,
+                            sse          ? RM_SSE
+                            : background ? RM_BACKGROUND
+                                         : RM_PLAIN,
+                            REF_ROUTE);
     if (!c) {
         cJSON_Delete(body);
         return ref_error(w, req, 503, "overloaded", "Out of memory.");
     }
-    c->w = w;
-    c->req = req;
-    c->sagemaker = sagemaker;
-    c->route = t.route;
-    c->rmode = sse ? RM_SSE : background ? RM_BACKGROUND : RM_PLAIN;
-    c->start_ns = req->start_ns;
-    tg_buf_init(&c->url, 8192);
-    tg_buf_init(&c->body, cfg->max_response_bytes);
     /* The family is the model's: a route's upstream id, else the id asked. */
     tg_ref_target_t rt = {mode, sse || background, sagemaker,
                           t.route && !sagemaker ? t.route->upstream_model : model_id};
@@ -686,111 +1006,8 @@ static void invoke(tg_wctx_t *w, tg_req_t *req, const char *unit, size_t unit_le
         tg_ref_stream_init(&c->rs, &c->rc, REF_MAX_TEXT);
         tg_es_decoder_init(&c->dec, TG_ES_DEFAULT_MAX_MESSAGE, on_frame, c);
     }
-    /* Governance, as on every door. */
-    tg_api_call_t ci = {.model = model_id,
-                        .model_len = strlen(model_id),
-                        .route = t.route,
-                        .upstream_model = t.upstream,
-                        .region = t.region,
-                        .bedrock = !sagemaker,
-                        .max_output = c->rc.max_output};
-    tg_api_refusal_t refusal;
-    if (tg_api_govern(w, req, &who, &ci, &c->gov, &refusal)) {
-        call_free(c);
-        return tg_api_refuse(w, req, REF_ROUTE, &refusal);
-    }
-    const char *xn[1], *xv[1];
-    size_t nx = 0;
-    if (c->rc.inference_component[0]) {
-        xn[nx] = "X-Amzn-SageMaker-Inference-Component";
-        xv[nx++] = c->rc.inference_component;
-    } else if (sagemaker && t.route && t.route->inference_component) {
-        xn[nx] = "X-Amzn-SageMaker-Inference-Component";
-        xv[nx++] = t.route->inference_component;
-    }
-    tg_api_aws_req_t ar = {
-        .door_sagemaker = sagemaker,
-        .op = c->rc.op,
-        .upstream = t.upstream,
-        .body = c->rc.body,
-        .body_len = c->rc.body_len,
-        .content_type = "application/json",
-        .accept = c->streaming ? "application/vnd.amazon.eventstream" : "application/json",
-        .names = xn,
-        .values = xv,
-        .n = nx,
-    };
-    const char *lines[TG_API_AWS_MAX_LINES];
-    size_t nl = 0;
-    rc = tg_api_aws_prepare(w, req->arena, &t, &ar, &c->url, lines, &nl);
-    if (rc) {
-        tg_api_gov_release(&c->gov);
-        call_free(c);
-        if (rc == TG_EAUTH)
-            return ref_error(w, req, 503, "credentials_unavailable",
-                             "The gateway has no AWS credentials for this provider right now.");
-        return ref_error(w, req, 500, "internal_error", "The request could not be signed.");
-    }
-    if (tg_writer_reserve(w->gw->writer) != 0) {
-        tg_api_gov_release(&c->gov);
-        call_free(c);
-        return ref_error(w, req, 503, "overloaded",
-                         "The usage ledger is saturated; retry shortly.");
-    }
-    tg_usage_event_t *ev = &c->ev;
-    tg_api_new_id(w, ev->id, sizeof(ev->id), "evt_");
-    tg_api_new_id(w, ev->request_id, sizeof(ev->request_id), "req_");
-    ev->started_ms = tg_wall_ms() - (int64_t)((tg_now_ns() - req->start_ns) / 1000000);
-    snprintf(ev->unit, sizeof(ev->unit), "%s", who.unit);
-    snprintf(ev->team, sizeof(ev->team), "%s", who.team);
-    snprintf(ev->key_id, sizeof(ev->key_id), "%s", who.id);
-    snprintf(ev->model, sizeof(ev->model), "%.*s", (int)sizeof(ev->model) - 1, model_id);
-    snprintf(ev->upstream_model, sizeof(ev->upstream_model), "%.*s",
-             (int)sizeof(ev->upstream_model) - 1, t.upstream);
-    snprintf(ev->provider, sizeof(ev->provider), "%s", t.p->name);
-    snprintf(ev->region, sizeof(ev->region), "%s", t.region);
-    snprintf(ev->api, sizeof(ev->api), "%s",
-             c->streaming ? "reference.invoke-stream" : "reference.invoke");
-    snprintf(ev->price_version, sizeof(ev->price_version), "none");
-    ev->streamed = c->streaming;
-    if (background && !(c->res = result_add(w->gw->results, ev->request_id, who.team))) {
-        tg_writer_unreserve(w->gw->writer);
-        tg_api_gov_release(&c->gov);
-        call_free(c);
-        return ref_error(w, req, 503, "overloaded", "Too many streaming requests are pending.");
-    }
-    tg_upcall_opts_t o = {
-        .method = "POST",
-        .url = c->url.data,
-        .headers = lines,
-        .nheaders = nl,
-        .body = c->rc.body,
-        .body_len = c->rc.body_len,
-        .connect_timeout_ms = t.connect_ms,
-        .first_byte_timeout_ms = t.first_byte_ms,
-        .total_timeout_ms = t.total_ms,
-    };
-    if (!background) {
-        req->data = c;
-        req->on_abort = on_abort;
-        req->on_drain = on_drain;
-    } else {
-        c->next = w->bg;
-        if (w->bg) w->bg->prev = c;
-        w->bg = c;
-    }
-    rc = tg_upcall_start(w->up, &o, &up_cbs, c, &c->up);
-    if (background) {
-        /* Answered now; the call goes on without its client. */
-        char out[128];
-        int n = snprintf(out, sizeof(out), "[{\"request_id\":\"%s\"}]", ev->request_id);
-        tg_api_send(w, req, REF_ROUTE, 200, "application/json", ev->request_id, out, (size_t)n);
-        c->req = NULL;
-    }
-    if (rc) {
-        c->up = NULL;
-        finish(c, rc == TG_ETIMEDOUT ? rc : TG_ECONNECT);
-    }
+    launch(c, req, &who, &t, model_id, c->rc.max_output, background,
+           c->streaming ? "reference.invoke-stream" : "reference.invoke");
 }
 
 /* GET list_foundation_models: what the key may call, in ListFoundationModels'

@@ -334,15 +334,24 @@ describe('Bedrock runtime through tollgate', () => {
     assert.equal(fake.requests.length, before);
   });
 
-  test('/v1/chat/completions for a Bedrock route: 400 unsupported_route naming the native path', T, async () => {
+  test('/v1/chat/completions for a Bedrock route: Converse underneath, OpenAI shapes on top', T, async () => {
     const r = await request(port, {
       method: 'POST', path: '/v1/chat/completions',
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-      body: { model: 'claude', messages: [{ role: 'user', content: 'hi' }] },
+      body: { model: 'claude', messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hi' }], max_tokens: 40 },
     });
-    assert.equal(r.status, 400);
-    assert.equal(r.json.error.code, 'unsupported_route');
-    assert.match(r.json.error.message, /\/model\/claude\/converse/);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.object, 'chat.completion');
+    assert.equal(r.json.choices[0].message.role, 'assistant');
+    const up = fake.last('Converse');
+    assert.deepEqual(up.body.system, [{ text: 'be brief' }]);
+    assert.equal(up.body.inferenceConfig.maxTokens, 40);
+    assert.equal(r.json.usage.prompt_tokens, up.usage.input + up.usage.cacheRead + up.usage.cacheWrite);
+    assert.equal(r.json.usage.completion_tokens, up.usage.output);
+    const row = await waitForUsage(env.configFile, r.headers['x-request-id']);
+    assert.equal(row.api, 'openai.chat');
+    assert.equal(row.output_tokens, up.usage.output);
+    assert.ok(r.headers['x-tollgate-cost-usd']);
   });
 
   test('every upstream error: AWS status, x-amzn-ErrorType, message; usage row upstream_error', T, async () => {

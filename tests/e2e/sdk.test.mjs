@@ -17,7 +17,8 @@ import {
   ConverseStreamCommand,
 } from '@aws-sdk/client-bedrock-runtime';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import { startFakeBedrock, staticCreds } from './fake-aws.mjs';
+import OpenAI from 'openai';
+import { startFakeBedrock, staticCreds, fakeEmbedding, toolUseIdFor } from './fake-aws.mjs';
 import {
   requireBinary,
   makeTmpDir,
@@ -76,7 +77,12 @@ describe('AWS SDK clients through tollgate', () => {
           catalog: { refresh_s: 0 },
         },
       ],
-      models: [{ id: HAIKU, provider: 'br', upstream_model: HAIKU }],
+      models: [
+        { id: HAIKU, provider: 'br', upstream_model: HAIKU },
+        { id: 'claude', provider: 'br', upstream_model: 'anthropic.claude-3-sonnet-20240229-v1:0' },
+        { id: 'titan-embed', provider: 'br', upstream_model: 'amazon.titan-embed-text-v2:0' },
+        { id: 'cohere-embed', provider: 'br', upstream_model: 'cohere.embed-english-v3' },
+      ],
     };
     const configFile = writeConfig(dir, config);
     // A key made before derivation was configured: random secret, no SigV4.
@@ -169,5 +175,140 @@ describe('AWS SDK clients through tollgate', () => {
     }, { timeoutMs: 5000, intervalMs: 200, message: 'the grace to end' });
     assert.equal((await converse(client(fresh))).output.message.role, 'assistant');
     derived = fresh;
+  });
+});
+
+describe('the openai@6 SDK on Bedrock-routed models', () => {
+  const tracker = failureTracker();
+  afterEach(tracker.afterEach);
+  let br, env, gw, oai;
+  const WEATHER = {
+    type: 'function',
+    function: {
+      name: 'get_weather',
+      description: 'Get weather of a location.',
+      parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+    },
+  };
+
+  before(tracker.guard(async () => {
+    requireBinary();
+    const registry = new Map();
+    const creds = staticCreds(registry);
+    br = await startFakeBedrock({ registry });
+    const dir = makeTmpDir('sdk-openai');
+    const configFile = writeConfig(dir, {
+      listen: '127.0.0.1:0',
+      workers: 2,
+      store: { path: path.join(dir, 't.db') },
+      reports: { enabled: false },
+      providers: [
+        {
+          name: 'br',
+          type: 'bedrock',
+          region: 'us-east-1',
+          endpoint: br.url,
+          credentials: { access_key_id_env: 'TG_T_AK', secret_access_key_env: 'TG_T_SK' },
+          catalog: { refresh_s: 0 },
+        },
+      ],
+      models: [
+        { id: 'claude', provider: 'br', upstream_model: 'anthropic.claude-3-sonnet-20240229-v1:0' },
+        { id: 'titan-embed', provider: 'br', upstream_model: 'amazon.titan-embed-text-v2:0' },
+        { id: 'cohere-embed', provider: 'br', upstream_model: 'cohere.embed-english-v3' },
+      ],
+    });
+    gw = await startGateway(configFile, { env: { TG_T_AK: creds.accessKeyId, TG_T_SK: creds.secretAccessKey } });
+    env = { dir, configFile, gw };
+    const r = await runCli(['keys', 'create', '--config', configFile, '--team', 'team-oai']);
+    const key = r.stdout.trim().split('\n').pop();
+    oai = new OpenAI({ baseURL: gw.baseURL, apiKey: key, maxRetries: 0, timeout: 15000 });
+    await waitFor(async () => (await request(gw.port, { path: '/v1/models', headers: { authorization: `Bearer ${key}` } })).status === 200, {
+      timeoutMs: 3000,
+      message: 'the key',
+    });
+  }), { timeout: 30000 });
+
+  after(async () => {
+    await stopEnv(env, { failed: tracker.failed });
+    await br?.close();
+  }, { timeout: 15000 });
+
+  test('chat with tools: tool_calls, then the tool result answered', T, async () => {
+    const messages = [{ role: 'user', content: 'What is the weather like in Paris?' }];
+    const first = await oai.chat.completions.create({ model: 'claude', messages, tools: [WEATHER], max_tokens: 200 });
+    const msg = first.choices[0].message;
+    assert.equal(first.choices[0].finish_reason, 'tool_calls');
+    assert.equal(msg.tool_calls.length, 1);
+    assert.equal(msg.tool_calls[0].function.name, 'get_weather');
+    assert.deepEqual(JSON.parse(msg.tool_calls[0].function.arguments), { city: 'fake-city' });
+    assert.equal(msg.tool_calls[0].id, toolUseIdFor([{ role: 'user', content: [{ text: messages[0].content }] }], 'get_weather'));
+    const second = await oai.chat.completions.create({
+      model: 'claude',
+      tools: [WEATHER],
+      messages: [...messages, msg, { role: 'tool', tool_call_id: msg.tool_calls[0].id, content: '21 degrees' }],
+    });
+    assert.equal(second.choices[0].finish_reason, 'stop');
+    assert.equal(typeof second.choices[0].message.content, 'string');
+    const up = br.last('Converse').body;
+    assert.deepEqual(up.messages.map((m) => m.role), ['user', 'assistant', 'user']);
+    assert.ok(up.messages[2].content[0].toolResult);
+    assert.ok(second.usage.prompt_tokens > 0 && second.usage.completion_tokens > 0);
+  });
+
+  test('streaming with usage: text deltas, a streamed tool call, the usage chunk', T, async () => {
+    const stream = await oai.chat.completions.create({
+      model: 'claude',
+      messages: [{ role: 'user', content: 'Say something' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = '';
+    let usage = null;
+    let finish = null;
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta?.content) text += chunk.choices[0].delta.content;
+      if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    assert.ok(text.length > 0);
+    assert.equal(finish, 'stop');
+    const up = br.last('ConverseStream');
+    assert.equal(usage.completion_tokens, up.usage.output);
+    const tools = await oai.chat.completions.create({
+      model: 'claude',
+      messages: [{ role: 'user', content: 'weather in Oslo?' }],
+      tools: [WEATHER],
+      stream: true,
+    });
+    let args = '';
+    let name = null;
+    for await (const chunk of tools) {
+      const tc = chunk.choices[0]?.delta?.tool_calls?.[0];
+      if (tc?.function?.name) name = tc.function.name;
+      if (tc?.function?.arguments) args += tc.function.arguments;
+      assert.equal(chunk.usage, undefined, 'no usage chunk when it was not asked for');
+    }
+    assert.equal(name, 'get_weather');
+    assert.deepEqual(JSON.parse(args), { city: 'fake-city' });
+  });
+
+  test('embeddings: Titan and Cohere through /v1/embeddings', T, async () => {
+    const t = await oai.embeddings.create({ model: 'titan-embed', input: 'hello world', dimensions: 256 });
+    assert.equal(t.data.length, 1);
+    // The SDK asks for base64 itself and decodes float32: compare at that precision.
+    assert.deepEqual(t.data[0].embedding, fakeEmbedding('hello world', 256, { normalize: true }).map(Math.fround));
+    assert.ok(t.usage.prompt_tokens > 0);
+    const c = await oai.embeddings.create({ model: 'cohere-embed', input: ['one', 'two'] });
+    assert.equal(c.data.length, 2);
+    assert.equal(c.data[1].index, 1);
+    assert.equal(c.data[0].embedding.length, 1024);
+    const b64 = await oai.embeddings.create({ model: 'titan-embed', input: 'hello world', dimensions: 256, encoding_format: 'base64' });
+    assert.equal(typeof b64.data[0].embedding, 'string');
+    const raw = Buffer.from(b64.data[0].embedding, 'base64');
+    const floats = new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4);
+    assert.equal(floats.length, 256);
+    const rows = (await usageList(env.configFile)).filter((u) => u.api === 'openai.embeddings');
+    assert.equal(rows.length, 3);
   });
 });
