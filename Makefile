@@ -3,7 +3,7 @@
 # System packages come from scripts/deps.sh (idempotent), called first.
 
 CC      ?= cc
-PKGS    := libuv libcurl libcjson sqlite3 libcrypto zlib
+PKGS    := libuv libcurl libcjson sqlite3 libcrypto libssl libnghttp2 zlib
 LLHTTP  ?= /usr/share/llhttp
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g

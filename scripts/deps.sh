@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 PKGS=(
   build-essential pkg-config
   libuv1-dev node-llhttp libcurl4-openssl-dev libcjson-dev libsqlite3-dev libssl-dev zlib1g-dev
+  libnghttp2-dev nghttp2-client
   libcmocka-dev sqlite3 curl python3 python3-botocore
   clang libclang-rt-14-dev
   nodejs npm

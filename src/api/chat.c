@@ -17,6 +17,7 @@
 #include "api/internal.h"
 #include "gov/policy.h"
 #include "providers/openai.h"
+#include "providers/sagemaker.h"
 #include "providers/sse.h"
 #include "usage/cost.h"
 
@@ -300,7 +301,10 @@ static int rewrite(cJSON *root, const tg_model_route_t *route, int stream, int *
     return changed;
 }
 
-void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
+/* /v1/chat/completions, or (completions) the legacy /v1/completions for
+ * completion-style upstreams: the same call with a prompt instead of
+ * messages, forwarded to the provider's /completions. */
+static void openai_call(tg_wctx_t *w, tg_req_t *req, int completions)
 {
     tg_caller_t who;
     if (tg_api_auth(w, req, TG_ROUTE_CHAT, &who)) return;
@@ -312,19 +316,29 @@ void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const cJSON *messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(root, "prompt");
     const char *bad_code = NULL, *bad_msg = NULL;
     int bad_status = 400;
     const tg_model_route_t *route = NULL;
     if (!cJSON_IsString(model) || !model->valuestring[0]) {
         bad_code = "missing_model", bad_msg = "'model' is required and must be a string.";
-    } else if (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) == 0) {
+    } else if (!completions && (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) == 0)) {
         bad_code = "invalid_request", bad_msg = "'messages' must be a non-empty array.";
+    } else if (completions && !cJSON_IsString(prompt) &&
+               !(cJSON_IsArray(prompt) && cJSON_GetArraySize(prompt) > 0)) {
+        bad_code = "invalid_request", bad_msg = "'prompt' must be a string or a non-empty array.";
     } else if (!(route =
                      tg_config_model(w->gw->cfg, model->valuestring, strlen(model->valuestring)))) {
         bad_status = 404, bad_code = "model_not_found",
         bad_msg = "The model does not exist or you do not have access to it.";
     }
     char native[256];
+    if (!bad_code && completions && route->provider->kind != TG_PROVIDER_OPENAI) {
+        snprintf(native, sizeof(native),
+                 "Model '%.60s' is not a completion-style upstream: use /v1/chat/completions.",
+                 route->id);
+        bad_code = "unsupported_route", bad_msg = native;
+    }
     if (!bad_code && route->provider->kind == TG_PROVIDER_BEDROCK) {
         /* Translated to Converse and back (reference.c's engine). */
         tg_api_chat_bedrock(w, req, &who, route, root);
@@ -375,7 +389,13 @@ void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
     c->route = route;
     c->provider = (size_t)(route->provider - w->gw->cfg->providers);
     c->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
-    c->est_input = tg_openai_estimate_input(messages);
+    if (completions) {
+        char *text = cJSON_PrintUnformatted(prompt);
+        c->est_input = text ? tg_estimate_tokens((int64_t)strlen(text)) : 0;
+        free(text);
+    } else {
+        c->est_input = tg_openai_estimate_input(messages);
+    }
     tg_buf_init(&c->body, w->gw->cfg->max_response_bytes);
     tg_buf_init(&c->out, 0);
     tg_sse_init(&c->sse, 1 << 20);
@@ -395,7 +415,7 @@ void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
     snprintf(ev->upstream_model, sizeof(ev->upstream_model), "%s", route->upstream_model);
     snprintf(ev->provider, sizeof(ev->provider), "%s", route->provider->name);
     snprintf(ev->region, sizeof(ev->region), "%s", route->region);
-    snprintf(ev->api, sizeof(ev->api), "openai.chat");
+    snprintf(ev->api, sizeof(ev->api), completions ? "openai.completions" : "openai.chat");
     snprintf(ev->price_version, sizeof(ev->price_version), "none");
     ev->streamed = c->stream;
 
@@ -406,7 +426,7 @@ void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
     if (w->gw->auth_headers[c->provider]) headers[nh++] = w->gw->auth_headers[c->provider];
     tg_upcall_opts_t o = {
         .method = "POST",
-        .url = w->gw->chat_urls[c->provider],
+        .url = completions ? w->gw->completion_urls[c->provider] : w->gw->chat_urls[c->provider],
         .headers = headers,
         .nheaders = nh,
         .body = c->upbody ? c->upbody : req->body,
@@ -424,6 +444,16 @@ void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
         c->up = NULL;
         upstream_over(c, rc == TG_ETIMEDOUT ? rc : TG_ECONNECT);
     }
+}
+
+void tg_api_chat(tg_wctx_t *w, tg_req_t *req)
+{
+    openai_call(w, req, 0);
+}
+
+void tg_api_completions(tg_wctx_t *w, tg_req_t *req)
+{
+    openai_call(w, req, 1);
 }
 
 void tg_api_models(tg_wctx_t *w, tg_req_t *req)

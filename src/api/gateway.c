@@ -209,7 +209,9 @@ static int sigv4_check(tg_wctx_t *w, tg_req_t *req, const char *auth, const tg_s
     save = NULL;
     for (char *h = strtok_r(signed_hdrs, ";", &save); h; h = strtok_r(NULL, ";", &save)) {
         if (strcmp(h, "x-amz-date") == 0 || strcmp(h, "authorization") == 0) continue;
-        const char *v = tg_req_header(req, h);
+        /* Over HTTP/2 the SDKs sign the :authority pseudo-header, which the
+         * HTTP/2 layer hands over as Host. */
+        const char *v = tg_req_header(req, strcmp(h, ":authority") == 0 ? "host" : h);
         if (!v) return -1;
         if (strcmp(h, "x-amz-content-sha256") == 0) {
             flags |=
@@ -403,6 +405,10 @@ static void handle(tg_req_t *req, void *ctx)
         if (!get) return method_not_allowed(w, req, TG_ROUTE_MODELS, "GET");
         return tg_api_models(w, req);
     }
+    if (path_is(req, "/v1/completions")) {
+        if (req->method != TG_HTTP_POST) return method_not_allowed(w, req, TG_ROUTE_CHAT, "POST");
+        return tg_api_completions(w, req);
+    }
     if (path_is(req, "/v1/embeddings")) {
         if (req->method != TG_HTTP_POST) return method_not_allowed(w, req, TG_ROUTE_OTHER, "POST");
         return tg_api_embeddings(w, req);
@@ -487,10 +493,12 @@ int tg_gateway_create(tg_gateway_t **out, const tg_config_t *cfg, tg_tenancy_t *
     g->metrics = metrics;
     g->auth_headers = calloc(cfg->nproviders + 1, sizeof(char *));
     g->chat_urls = calloc(cfg->nproviders + 1, sizeof(char *));
+    g->completion_urls = calloc(cfg->nproviders + 1, sizeof(char *));
     g->aws_auth = calloc(cfg->nproviders + 1, sizeof(*g->aws_auth));
     g->catalogs = calloc(cfg->nproviders + 1, sizeof(*g->catalogs));
     g->aws_hosts = calloc(cfg->nproviders + 1, sizeof(char *));
-    if (!g->auth_headers || !g->chat_urls || !g->aws_auth || !g->catalogs || !g->aws_hosts) {
+    if (!g->auth_headers || !g->chat_urls || !g->completion_urls || !g->aws_auth || !g->catalogs ||
+        !g->aws_hosts) {
         tg_gateway_destroy(g);
         return TG_ENOMEM;
     }
@@ -511,7 +519,10 @@ int tg_gateway_create(tg_gateway_t **out, const tg_config_t *cfg, tg_tenancy_t *
         }
         if (p->api_key && asprintf(&g->auth_headers[i], "Authorization: Bearer %s", p->api_key) < 0)
             g->auth_headers[i] = NULL;
-        if (asprintf(&g->chat_urls[i], "%s/chat/completions", p->base_url) < 0) {
+        if (asprintf(&g->completion_urls[i], "%s/completions", p->base_url) < 0)
+            g->completion_urls[i] = NULL;
+        if (!g->completion_urls[i] ||
+            asprintf(&g->chat_urls[i], "%s/chat/completions", p->base_url) < 0) {
             g->chat_urls[i] = NULL;
             tg_gateway_destroy(g);
             return TG_ENOMEM;
@@ -540,12 +551,14 @@ void tg_gateway_destroy(tg_gateway_t *g)
             free(g->auth_headers[i]);
         }
         if (g->chat_urls) free(g->chat_urls[i]);
+        if (g->completion_urls) free(g->completion_urls[i]);
         if (g->catalogs) tg_catalog_destroy(g->catalogs[i]); /* before the auth it signs with */
         if (g->aws_auth) tg_awsauth_destroy(g->aws_auth[i]);
         if (g->aws_hosts) free(g->aws_hosts[i]);
     }
     free(g->auth_headers);
     free(g->chat_urls);
+    free(g->completion_urls);
     free(g->aws_auth);
     free(g->catalogs);
     free(g->aws_hosts);

@@ -19,6 +19,7 @@ struct tg_gateway {
     tg_http_app_t app;
     char **auth_headers;            /* per provider: "Authorization: Bearer K" or NULL */
     char **chat_urls;               /* per provider: base_url + "/chat/completions" */
+    char **completion_urls;         /* per provider: base_url + "/completions" */
     tg_awsauth_t **aws_auth;        /* per provider: AWS signing, NULL for openai */
     tg_catalog_t **catalogs;        /* per provider: the Bedrock catalogue, or NULL */
     char **aws_hosts;               /* per provider: Host header of its runtime endpoint */
@@ -135,6 +136,8 @@ void tg_api_submit_event_at(tg_wctx_t *w, uint64_t start_ns, tg_usage_event_t *e
 void tg_api_new_id(tg_wctx_t *w, char *out, size_t cap, const char *prefix);
 
 void tg_api_chat(tg_wctx_t *w, tg_req_t *req);
+/* POST /v1/completions (legacy, for completion-style upstreams). */
+void tg_api_completions(tg_wctx_t *w, tg_req_t *req);
 void tg_api_models(tg_wctx_t *w, tg_req_t *req);
 /* ---- AWS calls (aws.c), shared with the reference door ------------------ */
 

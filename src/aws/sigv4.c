@@ -575,10 +575,13 @@ int tg_sigv4_sign(const tg_sigv4_params_t *p, const tg_sigv4_request_t *r, tg_si
     for (size_t i = 0; i < r->nheaders; i++, n++) {
         h[n] = (hdr_t){r->headers[i].name, r->headers[i].value, r->headers[i].name_len,
                        r->headers[i].value_len};
-        if (!is_token(h[n].name, h[n].name_len) || (h[n].value_len && !h[n].value) ||
-            forbidden_name(&h[n]))
+        /* HTTP/2 clients sign the :authority pseudo-header in Host's place. */
+        int pseudo = h[n].name_len > 1 && h[n].name[0] == ':';
+        if (!is_token(h[n].name + pseudo, h[n].name_len - (size_t)pseudo) ||
+            (h[n].value_len && !h[n].value) || forbidden_name(&h[n]))
             return TG_EINVAL;
-        has_host |= tg_strcaseeq(h[n].name, h[n].name_len, "host", 4);
+        has_host |= tg_strcaseeq(h[n].name, h[n].name_len, "host", 4) ||
+                    tg_strcaseeq(h[n].name, h[n].name_len, ":authority", 10);
     }
     if (!has_host) return TG_EINVAL;
     h[n++] = (hdr_t){"x-amz-date", amz_date, 10, 16};

@@ -283,6 +283,7 @@ static int cmd_serve(const args_t *a)
         ah.host = cfg->admin_host;
         ah.port = cfg->admin_port;
         ah.workers = 1;
+        ah.cert_file = ah.key_file = NULL; /* TLS is the gateway's listener only */
         if ((rc = tg_admin_create(&admin, cfg, ten)) ||
             (rc = tg_server_create(&admin_srv, &ah, tg_admin_app(admin))) ||
             (rc = tg_server_start(admin_srv))) {
@@ -316,6 +317,12 @@ static int cmd_serve(const args_t *a)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    if (cfg->http.cert_file) {
+        const char *th = cfg->http.tls_host;
+        int tv6 = strchr(th, ':') != NULL;
+        printf("tollgate tls listening on https://%s%s%s:%d\n", tv6 ? "[" : "", th, tv6 ? "]" : "",
+               tg_server_tls_port(srv));
+    }
     const char *host = cfg->http.host;
     int v6 = strchr(host, ':') != NULL;
     printf("tollgate listening on http://%s%s%s:%d\n", v6 ? "[" : "", host, v6 ? "]" : "",

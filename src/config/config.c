@@ -163,6 +163,32 @@ static int parse_admin_listen(tg_config_t *c, const char *s, ctx_t *x, const cha
     return TG_OK;
 }
 
+/* "tls": {"listen", "cert_file", "key_file"}, all required. The files are
+ * read when the server starts (a CLI that only reads the config does not
+ * need them). */
+static int parse_tls(tg_config_t *c, const cJSON *t, ctx_t *x)
+{
+    static const char *const fields[] = {"listen", "cert_file", "key_file", NULL};
+    char *listen = NULL;
+    int rc;
+    if ((rc = check_fields(x, t, "tls", fields)) ||
+        (rc = get_str(x, t, "tls", "listen", 1, &listen)) ||
+        (rc = get_str(x, t, "tls", "cert_file", 1, &c->tls_cert_file)) ||
+        (rc = get_str(x, t, "tls", "key_file", 1, &c->tls_key_file))) {
+        free(listen);
+        return rc;
+    }
+    free(c->tls_host);
+    c->tls_host = NULL;
+    rc = split_listen(listen, x, "tls.listen", &c->tls_host, &c->http.tls_port);
+    free(listen);
+    if (rc) return rc;
+    c->http.tls_host = c->tls_host;
+    c->http.cert_file = c->tls_cert_file;
+    c->http.key_file = c->tls_key_file;
+    return TG_OK;
+}
+
 static int parse_http(tg_config_t *c, const cJSON *h, ctx_t *x)
 {
     static const char *const fields[] = {
@@ -808,9 +834,9 @@ static int parse_reports(tg_reports_config_t *r, const cJSON *o, ctx_t *x)
 static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
 {
     static const char *const fields[] = {
-        "listen", "workers",   "log_level", "access_log", "store",           "http",
-        "ledger", "providers", "models",    "prices",     "price_overrides", "reports",
-        "admin",  "reference", "keys",      NULL};
+        "listen",    "workers", "log_level", "access_log",      "store",   "http",  "ledger",
+        "providers", "models",  "prices",    "price_overrides", "reports", "admin", "reference",
+        "keys",      "tls",     NULL};
     int rc;
     if ((rc = check_fields(x, root, "config", fields))) return rc;
     char *listen = NULL, *level = NULL;
@@ -877,6 +903,8 @@ static int parse_root(tg_config_t *c, const cJSON *root, ctx_t *x)
         free(al);
         if (rc) return rc;
     }
+
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "tls")) && (rc = parse_tls(c, v, x))) return rc;
 
     const cJSON *provs = cJSON_GetObjectItemCaseSensitive(root, "providers");
     if (provs && !cJSON_IsArray(provs)) return fail(x, "providers", "must be an array");
@@ -1036,6 +1064,7 @@ void tg_config_free(tg_config_t *c)
     free(r->dir), free(r->s3_bucket), free(r->s3_prefix), free(r->s3_region), free(r->s3_endpoint);
     free_creds(&r->s3_creds);
     free(c->admin_host);
+    free(c->tls_host), free(c->tls_cert_file), free(c->tls_key_file);
     free(c->key_derive_env);
     wipe_free(c->key_derive_secret);
     for (size_t i = 0; i < c->nmodels; i++) {

@@ -131,6 +131,11 @@ typedef struct {
      * when disabled. */
     char *admin_host;
     int admin_port;
+    /* tls: a TLS listener for HTTP/1.1 and HTTP/2 (ALPN); http.cert_file and
+     * friends point at these. NULL when the file has no "tls". */
+    char *tls_host;
+    char *tls_cert_file;
+    char *tls_key_file;
 } tg_config_t;
 
 /* Loads and validates. On error returns TG_ECONFIG and writes a message naming

@@ -2,9 +2,11 @@
  *
  * N worker threads each run their own libuv loop with their own listening
  * socket on the shared port (SO_REUSEPORT). A connection is parsed with llhttp
- * (HTTP/1.1); each complete request is handed to the application as a
- * tg_req_t. The request/response API below knows nothing of HTTP/1.1 framing,
- * so an HTTP/2 layer can later produce the same tg_req_t.
+ * (HTTP/1.1), or with nghttp2 when it opens with the HTTP/2 preface (h2c with
+ * prior knowledge); an optional TLS listener offers both by ALPN. Each
+ * complete request (or HTTP/2 stream) is handed to the application as a
+ * tg_req_t. The request/response API below knows nothing of either framing:
+ * the same handlers serve both.
  *
  * This module does not know what a model or a tenant is. */
 #ifndef TG_HTTP_H
@@ -41,6 +43,18 @@ typedef struct {
     size_t write_high_water;      /* tg_resp_write returns 1 above this many queued bytes */
     size_t write_low_water;       /* on_drain fires when queue falls to this */
     int max_connections;          /* per worker; over it new connections are closed */
+    /* TLS listener (HTTP/1.1 and HTTP/2 by ALPN), on when cert_file is set.
+     * The files are read by tg_server_create. */
+    const char *tls_host; /* NULL: host */
+    int tls_port;         /* 0 picks a free port */
+    const char *cert_file;
+    const char *key_file;
+    /* HTTP/2, per connection. Past a rate limit the connection gets GOAWAY
+     * ENHANCE_YOUR_CALM and is closed (Rapid Reset and its kin). */
+    uint32_t h2_max_streams;   /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    uint32_t h2_streams_per_s; /* streams opened in one second */
+    uint32_t h2_resets_per_s;  /* streams the client reset in one second */
+    uint32_t h2_resets_max;    /* streams the client reset over the connection's life */
 } tg_http_config_t;
 
 void tg_http_config_defaults(tg_http_config_t *cfg);
@@ -96,12 +110,13 @@ struct tg_req {
 
     /* Set by handlers. */
     void *data;
-    /* The client went away (or the server gave up on it at shutdown or for a
-     * slow read). Called at most once; the handler must still finish the
-     * request. Writes after it return TG_ECLOSED. */
+    /* The client went away or, on HTTP/2, reset the stream (or the server
+     * gave up on it at shutdown or for a slow read). Called at most once; the
+     * handler must still finish the request. Writes after it return
+     * TG_ECLOSED. */
     void (*on_abort)(tg_req_t *req);
-    /* The queued response bytes fell to write_low_water after a tg_resp_write
-     * returned 1. */
+    /* The queued response bytes (HTTP/2: this stream's) fell to
+     * write_low_water after a tg_resp_write returned 1. */
     void (*on_drain)(tg_req_t *req);
 };
 
@@ -127,11 +142,12 @@ int tg_http_error_json(tg_buf_t *b, int status, const char *code, const char *me
  * The shape matches the OpenAI API's error body. */
 int tg_resp_error(tg_req_t *req, int status, const char *code, const char *message);
 
-/* Streaming: starts a response with Transfer-Encoding: chunked. */
+/* Streaming: starts a response with Transfer-Encoding: chunked (HTTP/2: no
+ * content-length, the body follows in DATA frames). */
 int tg_resp_start(tg_req_t *req, int status, const tg_header_t *hdrs, size_t nhdrs);
 /* Queues data (copied only if it cannot be written at once). Returns 0, 1 when
  * the queue is above write_high_water (pause the producer until on_drain), or
- * TG_ECLOSED when the client is gone. */
+ * TG_ECLOSED when the client is gone. HTTP/2 frames it as DATA instead. */
 int tg_resp_write(tg_req_t *req, const void *data, size_t len);
 /* Writes the final chunk and finishes the request. */
 int tg_resp_end(tg_req_t *req);
@@ -153,6 +169,8 @@ void tg_server_wait(tg_server_t *s);
 void tg_server_destroy(tg_server_t *s);
 /* The port actually bound (useful with port 0). */
 int tg_server_port(const tg_server_t *s);
+/* The TLS listener's port, once started; -1 without one. */
+int tg_server_tls_port(const tg_server_t *s);
 
 void *tg_worker_data(const tg_worker_t *w);
 int tg_worker_index(const tg_worker_t *w);

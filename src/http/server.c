@@ -1,5 +1,7 @@
-/* server.c - the HTTP/1.1 server: worker loops, listeners, connections,
+/* server.c - the HTTP server: worker loops, listeners, connections,
  * llhttp parsing, limits and timeouts, and the tg_resp_* response writer.
+ * HTTP/2 (h2.c) and TLS (tls.c) plug into the connections made here; see
+ * internal.h for how a connection says what it speaks.
  *
  * Shape (see http.h for the public contract):
  *  - One libuv loop per worker thread, each with its own SO_REUSEPORT
@@ -16,6 +18,10 @@
  *    just re-arms for whatever is due next.
  *  - Writes go out with uv_try_write first; only the unwritten remainder is
  *    copied into a queued uv_write.
+ *  - A plain connection's first bytes are compared with the HTTP/2 client
+ *    preface (h2c with prior knowledge); once they differ the connection is
+ *    HTTP/1.1 for good and reads take the path below unchanged. A TLS
+ *    connection picks its protocol by ALPN.
  *
  * Connection state machine (conn_t.state):
  *
@@ -47,78 +53,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "llhttp.h"
-
-#define TG_HTTP_READ_BUF    (64 * 1024) /* per loop, shared by all its connections */
-#define TG_HTTP_PENDING_MAX (64 * 1024) /* pipelined input held before reading pauses */
-#define TG_HTTP_BODY_INLINE (64 * 1024) /* Content-Length bodies up to this go in the arena */
-#define TG_HTTP_LINGER_MS   2000        /* after our FIN, wait this long for the client's */
-#define TG_HTTP_HDR_SLOTS   16
-
-typedef struct conn conn_t;
-typedef struct hreq hreq_t;
-
-enum { CS_IDLE, CS_HEAD, CS_BODY, CS_HANDLER, CS_DONE, CS_LINGER };
+#include "http/internal.h"
 
 /* How a response body is framed. */
 enum { FRAME_LENGTH, FRAME_CHUNKED, FRAME_NONE, FRAME_CLOSE };
-
-/* A request; lives in its connection's arena. pub must stay first. */
-struct hreq {
-    tg_req_t pub;
-    conn_t *c;
-    char *url;
-    size_t url_len;
-    size_t hcap; /* slots in pub.headers */
-    /* The token (url, header name or value) being parsed: a span of the input
-     * while it lies in one read, copied to tokbuf when a read cuts it. */
-    const char *tok;
-    size_t tok_len;
-    tg_buf_t tokbuf;
-    char *ibody; /* Content-Length body held in the arena; else cbody */
-    tg_buf_t cbody;
-    size_t hbytes; /* request line + header bytes seen in spans */
-    size_t hraw;   /* raw bytes fed while still in the header section */
-    size_t resp_bytes;
-    unsigned tok_in_buf : 1;
-    unsigned keepalive : 1;    /* the client allows another request */
-    unsigned http10 : 1;       /* no chunked responses */
-    unsigned head : 1;         /* HEAD: no response body */
-    unsigned in_handler : 1;   /* handed to the handler, not finished yet */
-    unsigned aborted : 1;      /* on_abort called (or due): writes fail */
-    unsigned started : 1;      /* tg_resp_start done */
-    unsigned chunked : 1;      /* streamed response uses chunked framing */
-    unsigned resp_close : 1;   /* the response said Connection: close */
-    unsigned drain_wanted : 1; /* tg_resp_write returned 1 */
-};
-
-struct conn {
-    uv_tcp_t tcp; /* first: the stream pointer is the connection */
-    uv_timer_t timer;
-    llhttp_t parser;
-    tg_worker_t *w;
-    hreq_t *req; /* the request being parsed or handled, or NULL */
-    conn_t *prev, *next;
-    tg_arena_t arena;
-    tg_buf_t pending;  /* unparsed input waiting for the in-flight request */
-    size_t queued;     /* bytes in uv_write requests not yet completed */
-    uint64_t due;      /* state deadline (HEAD, BODY, IDLE, LINGER), loop ms */
-    uint64_t send_due; /* slow-reader deadline while queued > low water */
-    uint64_t timer_due;
-    struct sockaddr_in6 peer; /* large enough for either family */
-    uint16_t err_status;      /* set by a parser callback that rejects */
-    uint8_t state;
-    uint8_t handles;      /* handles still closing */
-    unsigned closing : 1; /* uv_close called */
-    unsigned closed : 1;  /* both handles closed */
-    unsigned feeding : 1; /* inside conn_feed: finishing must not re-enter it */
-    unsigned resume : 1;  /* pending input to parse on the next timer tick */
-    unsigned read_stopped : 1;
-    unsigned timer_armed : 1;
-    unsigned eof : 1;      /* the client sent FIN */
-    unsigned shutting : 1; /* uv_shutdown issued */
-    unsigned linger : 1;   /* the client may still be sending: wait for its FIN */
-};
 
 typedef struct {
     uv_write_t req; /* first */
@@ -127,47 +65,8 @@ typedef struct {
     char data[];
 } wreq_t;
 
-struct tg_worker {
-    tg_server_t *s;
-    int index;
-    int fd; /* listening socket until the loop owns it */
-    int err;
-    int thread_started;
-    uv_thread_t thread;
-    uv_loop_t loop;
-    uv_tcp_t listener;
-    uv_async_t async;
-    uv_timer_t drain_timer;
-    atomic_int async_live; /* tg_server_stop may uv_async_send */
-    int async_inited, app_inited;
-    void *data;
-    conn_t *conns;
-    int nconns;
-    unsigned listening : 1, draining : 1, finishing : 1;
-    tg_buf_t hbuf;      /* response head being built */
-    tg_buf_t ebuf;      /* JSON error body being built */
-    uint64_t date_next; /* loop ms at which the cached Date goes stale */
-    char date[64];
-    size_t date_len;
-    char *rbuf;
-};
+_Static_assert(offsetof(hreq_t, h2) == sizeof(tg_req_t), "tg_req_h2 reads this byte");
 
-struct tg_server {
-    tg_http_config_t cfg;
-    tg_http_app_t app;
-    char *host;
-    int port;
-    int nworkers;
-    tg_worker_t *workers;
-    uv_sem_t ready;
-    int started, joined;
-    atomic_int stop_requested;
-    atomic_int stop_senders; /* tg_server_stop calls in progress */
-};
-
-static void conn_close(conn_t *c);
-static void conn_arm(conn_t *c);
-static void conn_done(conn_t *c);
 static void conn_reject(conn_t *c, int status);
 static void req_finish(hreq_t *r);
 static void worker_maybe_finish(tg_worker_t *w);
@@ -297,6 +196,10 @@ void tg_http_config_defaults(tg_http_config_t *cfg)
     cfg->write_high_water = 256 * 1024;
     cfg->write_low_water = 64 * 1024;
     cfg->max_connections = 20000;
+    cfg->h2_max_streams = 128;
+    cfg->h2_streams_per_s = 20000;
+    cfg->h2_resets_per_s = 200;
+    cfg->h2_resets_max = 10000;
 }
 
 const char *tg_req_header(const tg_req_t *req, const char *name)
@@ -311,6 +214,7 @@ const char *tg_req_header(const tg_req_t *req, const char *name)
 
 size_t tg_resp_bytes_written(const tg_req_t *req)
 {
+    if (tg_req_h2(req)) return tg_h2_resp_bytes(req);
     return ((const hreq_t *)req)->resp_bytes;
 }
 
@@ -354,7 +258,7 @@ static const char *const month[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
 /* "Date: ...\r\n", formatted at most once per wall-clock second per loop. */
-static void worker_date(tg_worker_t *w)
+void tg_worker_date(tg_worker_t *w)
 {
     uint64_t now = uv_now(&w->loop);
     if (w->date_len && now < w->date_next) return;
@@ -408,6 +312,11 @@ static int header_unsafe(const tg_header_t *h)
     return 0;
 }
 
+int tg_header_skip(const tg_header_t *h)
+{
+    return header_unsafe(h) || header_reserved(h);
+}
+
 /* Builds status line and headers into w->hbuf. */
 static int build_head(tg_worker_t *w, int status, const tg_header_t *hdrs, size_t nhdrs, int keep,
                       int frame, size_t clen)
@@ -419,7 +328,7 @@ static int build_head(tg_worker_t *w, int status, const tg_header_t *hdrs, size_
     line[9] = (char)('0' + status / 100);
     line[10] = (char)('0' + status / 10 % 10);
     line[11] = (char)('0' + status % 10);
-    worker_date(w);
+    tg_worker_date(w);
     int rc = tg_buf_append(b, line, 13);
     if (!rc) rc = tg_buf_appends(b, tg_http_reason(status));
     if (!rc) rc = tg_buf_append(b, "\r\n", 2);
@@ -455,19 +364,23 @@ static void conn_on_write(uv_write_t *ureq, int status)
     free(wr);
     if (c->closing) return; /* canceled by uv_close; the close callback follows */
     if (status < 0) {
-        conn_close(c);
+        tg_conn_close(c);
         return;
     }
     if (c->queued > cfg_of(c)->write_low_water) return;
+    if (c->state == CS_H2) {
+        tg_h2_run(c); /* more frames, and the drains they allow */
+        return;
+    }
     if (c->queued == 0 && c->state == CS_IDLE) {
         /* Idle time counts from the last byte sent, and a drain closes it now. */
         if (c->w->draining && !c->pending.len) {
-            conn_done(c);
+            tg_conn_done(c);
             return;
         }
         c->due = loop_now(c) + cfg_of(c)->idle_timeout_ms;
     }
-    conn_arm(c);
+    tg_conn_arm(c);
     hreq_t *r = c->req;
     if (r && r->in_handler && r->drain_wanted && !r->aborted) {
         r->drain_wanted = 0;
@@ -479,7 +392,13 @@ static void conn_on_write(uv_write_t *ureq, int status)
 /* Writes bufs in order after anything already queued. Tries the socket first
  * and copies only what it did not take. Failure closes the connection (the
  * request, if any, hears of it through on_abort from the close callback). */
-static int conn_write(conn_t *c, const uv_buf_t *bufs, unsigned nbufs)
+int tg_conn_write(conn_t *c, const uv_buf_t *bufs, unsigned nbufs)
+{
+    if (c->ssl) return tg_tls_write(c, bufs, nbufs);
+    return tg_conn_write_raw(c, bufs, nbufs);
+}
+
+int tg_conn_write_raw(conn_t *c, const uv_buf_t *bufs, unsigned nbufs)
 {
     if (c->closing) return TG_ECLOSED;
     size_t total = 0, done = 0;
@@ -491,7 +410,7 @@ static int conn_write(conn_t *c, const uv_buf_t *bufs, unsigned nbufs)
         if (n >= 0) {
             done = (size_t)n;
         } else if (n != UV_EAGAIN) {
-            conn_close(c);
+            tg_conn_close(c);
             return TG_ECLOSED;
         }
         if (done == total) return TG_OK;
@@ -499,7 +418,7 @@ static int conn_write(conn_t *c, const uv_buf_t *bufs, unsigned nbufs)
     size_t rest = total - done;
     wreq_t *wr = malloc(sizeof(*wr) + rest);
     if (!wr) {
-        conn_close(c);
+        tg_conn_close(c);
         return TG_ENOMEM;
     }
     size_t skip = done, off = 0;
@@ -518,14 +437,14 @@ static int conn_write(conn_t *c, const uv_buf_t *bufs, unsigned nbufs)
     uv_buf_t b = uv_buf_init(wr->data, (unsigned)rest);
     if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write)) {
         free(wr);
-        conn_close(c);
+        tg_conn_close(c);
         return TG_ECLOSED;
     }
     size_t low = cfg_of(c)->write_low_water;
     if (c->queued <= low && c->queued + rest > low)
         c->send_due = loop_now(c) + cfg_of(c)->send_timeout_ms;
     c->queued += rest;
-    conn_arm(c);
+    tg_conn_arm(c);
     return TG_OK;
 }
 
@@ -542,13 +461,16 @@ static void conn_on_timer(uv_timer_t *t)
     uint64_t now = loop_now(c);
     if (c->resume) {
         c->resume = 0;
-        conn_feed_pending(c);
-        conn_arm(c);
+        if (c->state == CS_H2)
+            tg_h2_run(c);
+        else
+            conn_feed_pending(c);
+        tg_conn_arm(c);
         return;
     }
     if (c->queued > cfg->write_low_water && now >= c->send_due) {
         tg_debug("http: client not reading for %u ms; closing", cfg->send_timeout_ms);
-        conn_close(c);
+        tg_conn_close(c);
         return;
     }
     switch (c->state) {
@@ -561,25 +483,28 @@ static void conn_on_timer(uv_timer_t *t)
         break;
     case CS_IDLE:
         if (c->queued == 0 && now >= c->due) {
-            conn_close(c);
+            tg_conn_close(c);
             return;
         }
         break;
     case CS_LINGER:
         if (now >= c->due) {
-            conn_close(c);
+            tg_conn_close(c);
             return;
         }
+        break;
+    case CS_H2:
+        if (now >= c->due) tg_h2_on_timer(c);
         break;
     default:
         break;
     }
-    conn_arm(c);
+    tg_conn_arm(c);
 }
 
 /* Arms the one timer for the earliest deadline that applies now. Lazy: a
  * timer already due earlier is left alone and re-evaluates when it fires. */
-static void conn_arm(conn_t *c)
+void tg_conn_arm(conn_t *c)
 {
     if (c->closing) return;
     const tg_http_config_t *cfg = cfg_of(c);
@@ -590,6 +515,7 @@ static void conn_arm(conn_t *c)
     case CS_HEAD:
     case CS_BODY:
     case CS_LINGER:
+    case CS_H2:
         if (c->due < due) due = c->due;
         break;
     case CS_IDLE:
@@ -620,11 +546,13 @@ static void req_release(conn_t *c)
     tg_arena_free(&c->arena); /* r itself lives here */
 }
 
-static void conn_free(conn_t *c)
+void tg_conn_free(conn_t *c)
 {
     tg_worker_t *w = c->w;
     req_release(c);
     tg_buf_free(&c->pending);
+    if (c->h2) tg_h2_free(c);
+    if (c->ssl) tg_tls_free(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -640,6 +568,10 @@ static void conn_on_close(uv_handle_t *h)
     conn_t *c = h->data;
     if (--c->handles) return;
     c->closed = 1;
+    if (c->h2) {
+        if (!tg_h2_on_closed(c)) tg_conn_free(c);
+        return;
+    }
     hreq_t *r = c->req;
     if (r && r->in_handler) {
         /* The handler still owns the request; it frees the connection when it
@@ -650,10 +582,10 @@ static void conn_on_close(uv_handle_t *h)
         }
         return;
     }
-    conn_free(c);
+    tg_conn_free(c);
 }
 
-static void conn_close(conn_t *c)
+void tg_conn_close(conn_t *c)
 {
     if (c->closing) return;
     c->closing = 1;
@@ -670,7 +602,7 @@ static void conn_on_shutdown(uv_shutdown_t *sr, int status)
     free(sr);
     if (c->closing) return;
     if (status < 0 || c->eof || !c->linger) {
-        conn_close(c);
+        tg_conn_close(c);
         return;
     }
     /* Our FIN is out. The client may still be sending (a body we refused,
@@ -679,11 +611,11 @@ static void conn_on_shutdown(uv_shutdown_t *sr, int status)
      * for its FIN, as nginx's lingering close does. */
     c->state = CS_LINGER;
     c->due = loop_now(c) + TG_HTTP_LINGER_MS;
-    conn_arm(c);
+    tg_conn_arm(c);
 }
 
 /* No more requests on this connection: send FIN after the queued bytes. */
-static void conn_done(conn_t *c)
+void tg_conn_done(conn_t *c)
 {
     if (c->closing) return;
     if (c->pending.len) c->linger = 1;
@@ -693,21 +625,22 @@ static void conn_done(conn_t *c)
     c->shutting = 1;
     uv_shutdown_t *sr = malloc(sizeof(*sr));
     if (!sr) {
-        conn_close(c);
+        tg_conn_close(c);
         return;
     }
     sr->data = c;
-    if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, conn_on_shutdown)) {
+    if (c->ssl) tg_tls_close_notify(c);
+    if (c->closing || uv_shutdown(sr, (uv_stream_t *)&c->tcp, conn_on_shutdown)) {
         free(sr);
-        conn_close(c);
+        tg_conn_close(c);
         return;
     }
     if (c->read_stopped && !c->eof) conn_read_start(c);
-    conn_arm(c);
+    tg_conn_arm(c);
 }
 
 /* The server's own error reply (limits, timeouts, bad syntax); then close. */
-static void conn_reject(conn_t *c, int status)
+int tg_http_reject_body(tg_worker_t *w, int status)
 {
     const char *code = "bad_request", *msg = "The request is not valid HTTP.";
     switch (status) {
@@ -730,22 +663,28 @@ static void conn_reject(conn_t *c, int status)
     default:
         status = 400;
     }
-    tg_worker_t *w = c->w;
     const tg_http_app_t *app = &w->s->app;
     if (app->rejected) app->rejected(w, w->data, status, app->ctx);
+    int rc = tg_http_error_json(&w->ebuf, status, code, msg);
+    return rc ? rc : status;
+}
+
+static void conn_reject(conn_t *c, int status)
+{
+    tg_worker_t *w = c->w;
+    status = tg_http_reject_body(w, status);
     req_release(c);
     c->linger = 1; /* the rest of what we refused may still be on its way */
     char rid[40];
     tg_random_id(rid, sizeof(rid), "req_", 16); /* every answer can be quoted in a report */
     const tg_header_t hs[2] = {{"Content-Type", 12, "application/json", 16},
                                {"x-request-id", 12, rid, strlen(rid)}};
-    if (!tg_http_error_json(&w->ebuf, status, code, msg) &&
-        !build_head(w, status, hs, 2, 0, FRAME_LENGTH, w->ebuf.len)) {
+    if (status > 0 && !build_head(w, status, hs, 2, 0, FRAME_LENGTH, w->ebuf.len)) {
         uv_buf_t b[2] = {uv_buf_init(w->hbuf.data, (unsigned)w->hbuf.len),
                          uv_buf_init(w->ebuf.data, (unsigned)w->ebuf.len)};
-        conn_write(c, b, 2);
+        tg_conn_write(c, b, 2);
     }
-    conn_done(c);
+    tg_conn_done(c);
 }
 
 /* ---- parsing ----------------------------------------------------------------- */
@@ -953,7 +892,7 @@ static int on_headers_complete(llhttp_t *p)
         tg_strcaseeq(expect, strlen(expect), "100-continue", 12)) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
-        conn_write(c, &b, 1);
+        tg_conn_write(c, &b, 1);
     }
     c->state = CS_BODY;
     c->due = loop_now(c) + cfg->body_timeout_ms;
@@ -1004,17 +943,21 @@ static const llhttp_settings_t parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
+void tg_conn_peer_str(const conn_t *c, char *out, size_t cap)
+{
+    const void *addr = c->peer.sin6_family == AF_INET
+                           ? (const void *)&((struct sockaddr_in *)&c->peer)->sin_addr
+                           : (const void *)&c->peer.sin6_addr;
+    if (!c->peer.sin6_family || !inet_ntop(c->peer.sin6_family, addr, out, (socklen_t)cap))
+        snprintf(out, cap, "-");
+}
+
 static void conn_dispatch(conn_t *c)
 {
     hreq_t *r = c->req;
     c->state = CS_HANDLER;
     r->in_handler = 1;
-    const void *addr = c->peer.sin6_family == AF_INET
-                           ? (const void *)&((struct sockaddr_in *)&c->peer)->sin_addr
-                           : (const void *)&c->peer.sin6_addr;
-    if (!c->peer.sin6_family ||
-        !inet_ntop(c->peer.sin6_family, addr, r->pub.remote_addr, sizeof(r->pub.remote_addr)))
-        strcpy(r->pub.remote_addr, "-");
+    tg_conn_peer_str(c, r->pub.remote_addr, sizeof(r->pub.remote_addr));
     const tg_http_app_t *app = &c->w->s->app;
     app->handle(&r->pub, app->ctx);
 }
@@ -1062,7 +1005,7 @@ static size_t conn_feed(conn_t *c, const char *data, size_t n)
 static void conn_hold(conn_t *c, const char *data, size_t n)
 {
     if (tg_buf_append(&c->pending, data, n)) {
-        conn_close(c);
+        tg_conn_close(c);
         return;
     }
     if (c->pending.len >= TG_HTTP_PENDING_MAX && !c->read_stopped) {
@@ -1089,7 +1032,7 @@ static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(c->w->rbuf, TG_HTTP_READ_BUF);
 }
 
-static void conn_on_eof(conn_t *c)
+void tg_conn_on_eof(conn_t *c)
 {
     c->eof = 1;
     switch (c->state) {
@@ -1103,7 +1046,7 @@ static void conn_on_eof(conn_t *c)
             /* A half-closing client still gets the end of its last reply. */
             uv_read_stop((uv_stream_t *)&c->tcp);
             c->read_stopped = 1;
-            conn_done(c);
+            tg_conn_done(c);
             return;
         }
         break;
@@ -1111,18 +1054,12 @@ static void conn_on_eof(conn_t *c)
         break;
     }
     /* In HANDLER this is the client going away: on_abort follows the close. */
-    conn_close(c);
+    tg_conn_close(c);
 }
 
-static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* HTTP/1.1 input (and what arrives once a connection is done). */
+static void conn_on_bytes(conn_t *c, const char *data, size_t n)
 {
-    conn_t *c = (conn_t *)s;
-    if (nread == 0 || c->closing) return;
-    if (nread < 0) {
-        conn_on_eof(c);
-        return;
-    }
-    size_t n = (size_t)nread;
     switch (c->state) {
     case CS_DONE:
         c->linger = 1;
@@ -1130,24 +1067,107 @@ static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     case CS_LINGER:
         return;
     case CS_HANDLER:
-        conn_hold(c, buf->base, n);
+        conn_hold(c, data, n);
         return;
     default:
         break;
     }
     if (c->pending.len) {
-        conn_hold(c, buf->base, n); /* order: older input is parsed first */
+        conn_hold(c, data, n); /* order: older input is parsed first */
         return;
     }
-    size_t used = conn_feed(c, buf->base, n);
-    if (used < n && c->state == CS_HANDLER && !c->closing) conn_hold(c, buf->base + used, n - used);
-    conn_arm(c);
+    size_t used = conn_feed(c, data, n);
+    if (used < n && c->state == CS_HANDLER && !c->closing) conn_hold(c, data + used, n - used);
+    tg_conn_arm(c);
+}
+
+/* RFC 9113 3.4: what an HTTP/2 client with prior knowledge sends first. */
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define H2_PREFACE_LEN (sizeof(h2_preface) - 1)
+
+/* A new connection's first bytes: the HTTP/2 preface, or HTTP/1.1. A prefix
+ * of the preface cut by a read waits in c->pending (at most 23 bytes). */
+static void conn_sniff(conn_t *c, const char *data, size_t n)
+{
+    size_t have = c->pending.len;
+    size_t m = n < H2_PREFACE_LEN - have ? n : H2_PREFACE_LEN - have;
+    if (memcmp(data, h2_preface + have, m) != 0) {
+        c->proto = TG_PROTO_H1;
+        if (!have) {
+            conn_on_bytes(c, data, n);
+            return;
+        }
+        conn_hold(c, data, n);
+        if (!c->closing) conn_feed_pending(c);
+        tg_conn_arm(c);
+        return;
+    }
+    if (have + m < H2_PREFACE_LEN) {
+        conn_hold(c, data, n);
+        return;
+    }
+    if (tg_h2_start(c)) {
+        tg_conn_close(c);
+        return;
+    }
+    if (have) {
+        tg_h2_on_read(c, c->pending.data, have);
+        tg_buf_free(&c->pending);
+    }
+    if (!c->closing && c->state == CS_H2) tg_h2_on_read(c, data, n);
+}
+
+void tg_conn_on_plain(conn_t *c, const char *data, size_t n)
+{
+    switch (c->proto) {
+    case TG_PROTO_H1:
+        conn_on_bytes(c, data, n);
+        break;
+    case TG_PROTO_SNIFF:
+        conn_sniff(c, data, n);
+        break;
+    default:
+        if (c->state == CS_H2)
+            tg_h2_on_read(c, data, n);
+        else
+            conn_on_bytes(c, data, n); /* winding down: discarded */
+        break;
+    }
+}
+
+static void conn_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    conn_t *c = (conn_t *)s;
+    if (nread == 0 || c->closing) return;
+    if (nread < 0) {
+        tg_conn_on_eof(c);
+        return;
+    }
+    if (c->proto != TG_PROTO_H1 || c->ssl) {
+        if (c->ssl)
+            tg_tls_on_read(c, buf->base, (size_t)nread);
+        else
+            tg_conn_on_plain(c, buf->base, (size_t)nread);
+        return;
+    }
+    conn_on_bytes(c, buf->base, (size_t)nread);
 }
 
 static void conn_read_start(conn_t *c)
 {
     c->read_stopped = 0;
-    if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read)) conn_close(c);
+    if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read)) tg_conn_close(c);
+}
+
+void tg_conn_read(conn_t *c, int on)
+{
+    if (c->closing || on == !c->read_stopped) return;
+    if (on) {
+        if (!c->eof) conn_read_start(c);
+    } else {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->read_stopped = 1;
+    }
 }
 
 /* ---- finishing a request ------------------------------------------------------ */
@@ -1159,12 +1179,12 @@ static void req_finish(hreq_t *r)
     r->in_handler = 0;
     req_release(c); /* r is gone from here on */
     if (c->closed) {
-        conn_free(c);
+        tg_conn_free(c);
         return;
     }
     if (c->closing) return; /* the close callback frees it */
     if (!keep) {
-        conn_done(c);
+        tg_conn_done(c);
         return;
     }
     c->state = CS_IDLE;
@@ -1174,7 +1194,7 @@ static void req_finish(hreq_t *r)
         c->resume = 1;
     else if (c->read_stopped && !c->eof)
         conn_read_start(c);
-    conn_arm(c);
+    tg_conn_arm(c);
 }
 
 static hreq_t *req_live(tg_req_t *req)
@@ -1191,6 +1211,7 @@ static int resp_keep(const hreq_t *r)
 int tg_resp_send(tg_req_t *req, int status, const tg_header_t *hdrs, size_t nhdrs, const void *body,
                  size_t len)
 {
+    if (req && tg_req_h2(req)) return tg_h2_resp_send(req, status, hdrs, nhdrs, body, len);
     hreq_t *r = req_live(req);
     if (!r) return TG_EINVAL;
     if (r->started) {
@@ -1207,10 +1228,10 @@ int tg_resp_send(tg_req_t *req, int status, const tg_header_t *hdrs, size_t nhdr
         if (rc == 0) {
             uv_buf_t b[2] = {uv_buf_init(w->hbuf.data, (unsigned)w->hbuf.len),
                              uv_buf_init((char *)body, (unsigned)len)};
-            rc = conn_write(c, b, r->head || nobody || !len ? 1 : 2);
+            rc = tg_conn_write(c, b, r->head || nobody || !len ? 1 : 2);
             if (rc == 0) r->resp_bytes += len;
         } else {
-            conn_close(c); /* nothing was sent; there is no sane reply left */
+            tg_conn_close(c); /* nothing was sent; there is no sane reply left */
         }
         if (!keep) r->resp_close = 1;
     }
@@ -1220,9 +1241,8 @@ int tg_resp_send(tg_req_t *req, int status, const tg_header_t *hdrs, size_t nhdr
 
 int tg_resp_error(tg_req_t *req, int status, const char *code, const char *message)
 {
-    hreq_t *r = req_live(req);
-    if (!r) return TG_EINVAL;
-    tg_buf_t *b = &r->c->w->ebuf;
+    if (!req || !(tg_req_h2(req) ? tg_h2_req_live(req) : req_live(req) != NULL)) return TG_EINVAL;
+    tg_buf_t *b = &req->worker->ebuf;
     if (tg_http_error_json(b, status, code ? code : "error", message ? message : "") != 0)
         tg_http_error_json(b, status, "error", "error");
     static const tg_header_t ct = {"Content-Type", 12, "application/json", 16};
@@ -1231,6 +1251,7 @@ int tg_resp_error(tg_req_t *req, int status, const char *code, const char *messa
 
 int tg_resp_start(tg_req_t *req, int status, const tg_header_t *hdrs, size_t nhdrs)
 {
+    if (req && tg_req_h2(req)) return tg_h2_resp_start(req, status, hdrs, nhdrs);
     hreq_t *r = req_live(req);
     if (!r || r->started) return TG_EINVAL;
     r->started = 1;
@@ -1243,15 +1264,16 @@ int tg_resp_start(tg_req_t *req, int status, const tg_header_t *hdrs, size_t nhd
     int rc =
         build_head(c->w, status, hdrs, nhdrs, keep, r->chunked ? FRAME_CHUNKED : FRAME_CLOSE, 0);
     if (rc) {
-        conn_close(c);
+        tg_conn_close(c);
         return rc;
     }
     uv_buf_t b = uv_buf_init(c->w->hbuf.data, (unsigned)c->w->hbuf.len);
-    return conn_write(c, &b, 1);
+    return tg_conn_write(c, &b, 1);
 }
 
 int tg_resp_write(tg_req_t *req, const void *data, size_t len)
 {
+    if (req && tg_req_h2(req)) return tg_h2_resp_write(req, data, len);
     hreq_t *r = req_live(req);
     if (!r || !r->started) return TG_EINVAL;
     conn_t *c = r->c;
@@ -1275,7 +1297,7 @@ int tg_resp_write(tg_req_t *req, const void *data, size_t len)
         }
         b[nb++] = uv_buf_init((char *)data, (unsigned)len);
         if (r->chunked) b[nb++] = uv_buf_init("\r\n", 2);
-        if (conn_write(c, b, nb)) return TG_ECLOSED;
+        if (tg_conn_write(c, b, nb)) return TG_ECLOSED;
     }
     r->resp_bytes += len;
     if (c->queued > cfg_of(c)->write_high_water) {
@@ -1287,6 +1309,7 @@ int tg_resp_write(tg_req_t *req, const void *data, size_t len)
 
 int tg_resp_end(tg_req_t *req)
 {
+    if (req && tg_req_h2(req)) return tg_h2_resp_end(req);
     hreq_t *r = req_live(req);
     if (!r) return TG_EINVAL;
     if (!r->started) return tg_resp_send(req, 200, NULL, 0, "", 0);
@@ -1296,7 +1319,7 @@ int tg_resp_end(tg_req_t *req)
         rc = TG_OK;
         if (r->chunked && !r->head) {
             uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
-            rc = conn_write(c, &b, 1);
+            rc = tg_conn_write(c, &b, 1);
         }
     }
     req_finish(r);
@@ -1327,7 +1350,7 @@ static void worker_on_connection(uv_stream_t *server, int status)
     w->nconns++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) || w->draining ||
         w->nconns > w->s->cfg.max_connections) {
-        conn_close(c);
+        tg_conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
@@ -1336,9 +1359,14 @@ static void worker_on_connection(uv_stream_t *server, int status)
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
     c->state = CS_IDLE;
+    c->proto = TG_PROTO_SNIFF;
     c->due = loop_now(c) + w->s->cfg.idle_timeout_ms;
+    if (server == (uv_stream_t *)&w->tls_listener && tg_tls_conn_start(c, w->s->tls_ctx)) {
+        tg_conn_close(c);
+        return;
+    }
     conn_read_start(c);
-    conn_arm(c);
+    tg_conn_arm(c);
 }
 
 /* ---- workers ------------------------------------------------------------------ */
@@ -1381,7 +1409,7 @@ static void worker_on_drain_timeout(uv_timer_t *t)
     tg_worker_t *w = t->data;
     /* In-flight requests ran out of time: on_abort comes from the closes. */
     for (conn_t *c = w->conns; c; c = c->next)
-        conn_close(c);
+        tg_conn_close(c);
 }
 
 static void worker_drain(tg_worker_t *w)
@@ -1389,15 +1417,21 @@ static void worker_drain(tg_worker_t *w)
     if (w->draining) return;
     w->draining = 1;
     if (w->listening) uv_close((uv_handle_t *)&w->listener, NULL);
-    w->listening = 0;
+    if (w->tls_listening) uv_close((uv_handle_t *)&w->tls_listener, NULL);
+    w->listening = w->tls_listening = 0;
     const tg_http_app_t *app = &w->s->app;
     if (app->worker_draining) app->worker_draining(w, w->data, app->ctx);
     for (conn_t *c = w->conns; c; c = c->next) {
-        if (c->closing || c->state != CS_IDLE || c->pending.len) continue;
+        if (c->closing) continue;
+        if (c->state == CS_H2) {
+            tg_h2_drain(c); /* GOAWAY; its streams go on */
+            continue;
+        }
+        if (c->state != CS_IDLE || c->pending.len) continue;
         if (c->queued)
-            conn_done(c); /* finish the reply, then close */
+            tg_conn_done(c); /* finish the reply, then close */
         else
-            conn_close(c);
+            tg_conn_close(c);
     }
     uv_timer_start(&w->drain_timer, worker_on_drain_timeout, w->s->cfg.shutdown_timeout_ms, 0);
     worker_maybe_finish(w);
@@ -1435,6 +1469,22 @@ static int worker_setup(tg_worker_t *w)
     w->listening = 1;
     if (rc) {
         tg_error("http: worker %d: listen: %s", w->index, uv_strerror(rc));
+        return TG_EIO;
+    }
+    if (w->tls_fd < 0) return TG_OK;
+    uv_tcp_init(&w->loop, &w->tls_listener);
+    w->tls_listener.data = w;
+    rc = uv_tcp_open(&w->tls_listener, w->tls_fd);
+    if (rc) {
+        uv_close((uv_handle_t *)&w->tls_listener, NULL);
+        tg_error("http: worker %d: %s", w->index, uv_strerror(rc));
+        return TG_EIO;
+    }
+    w->tls_fd = -1;
+    rc = uv_listen((uv_stream_t *)&w->tls_listener, SOMAXCONN, worker_on_connection);
+    w->tls_listening = 1;
+    if (rc) {
+        tg_error("http: worker %d: listen (tls): %s", w->index, uv_strerror(rc));
         return TG_EIO;
     }
     return TG_OK;
@@ -1476,22 +1526,38 @@ int tg_server_create(tg_server_t **out, const tg_http_config_t *cfg, const tg_ht
 {
     *out = NULL;
     if (!cfg || !app || !app->handle || cfg->workers < 1 || cfg->port < 0 || cfg->port > 65535 ||
-        cfg->write_low_water > cfg->write_high_water)
+        cfg->write_low_water > cfg->write_high_water ||
+        (cfg->cert_file && (!cfg->key_file || cfg->tls_port < 0 || cfg->tls_port > 65535)))
         return TG_EINVAL;
     tg_server_t *s = calloc(1, sizeof(*s));
     if (!s) return TG_ENOMEM;
     s->cfg = *cfg;
     s->app = *app;
     s->host = strdup(cfg->host && *cfg->host ? cfg->host : "0.0.0.0");
+    const char *th = cfg->tls_host && *cfg->tls_host ? cfg->tls_host : s->host;
+    s->tls_host = s->host ? strdup(th) : NULL;
     s->nworkers = cfg->workers;
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
-    if (!s->host || !s->workers || uv_sem_init(&s->ready, 0)) {
+    if (!s->host || !s->tls_host || !s->workers || uv_sem_init(&s->ready, 0)) {
         free(s->host);
+        free(s->tls_host);
         free(s->workers);
         free(s);
         return TG_ENOMEM;
     }
     s->cfg.host = s->host;
+    s->cfg.tls_host = s->tls_host;
+    s->tls_port = cfg->tls_port;
+    /* The files are read now: the server keeps no path. */
+    s->cfg.cert_file = s->cfg.key_file = NULL;
+    if (cfg->cert_file && tg_tls_ctx_new(&s->tls_ctx, cfg->cert_file, cfg->key_file)) {
+        uv_sem_destroy(&s->ready);
+        free(s->host);
+        free(s->tls_host);
+        free(s->workers);
+        free(s);
+        return TG_ECONFIG;
+    }
     atomic_init(&s->stop_requested, 0);
     atomic_init(&s->stop_senders, 0);
     for (int i = 0; i < s->nworkers; i++) {
@@ -1499,9 +1565,11 @@ int tg_server_create(tg_server_t **out, const tg_http_config_t *cfg, const tg_ht
         w->s = s;
         w->index = i;
         w->fd = -1;
+        w->tls_fd = -1;
         atomic_init(&w->async_live, 0);
         tg_buf_init(&w->hbuf, 1024 * 1024);
         tg_buf_init(&w->ebuf, 64 * 1024);
+        tg_buf_init(&w->h2out, 1024 * 1024);
     }
     *out = s;
     return TG_OK;
@@ -1545,38 +1613,55 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t len)
     return fd;
 }
 
-int tg_server_start(tg_server_t *s)
+/* One SO_REUSEPORT socket per worker on host:port, into each worker's fd
+ * (tls: tls_fd). Port 0: the kernel picks one for the first, the others share
+ * it; *bound gets the port. */
+static int listen_all(tg_server_t *s, const char *host, int port, int tls, int *bound)
 {
-    if (s->started) return TG_EINVAL;
-    signal(SIGPIPE, SIG_IGN);
     struct sockaddr_storage ss;
     socklen_t len;
-    int rc = resolve(s->host, s->cfg.port, &ss, &len);
+    int rc = resolve(host, port, &ss, &len);
     if (rc) {
-        tg_error("http: cannot resolve %s", s->host);
+        tg_error("http: cannot resolve %s", host);
         return rc;
     }
     for (int i = 0; i < s->nworkers; i++) {
         int fd = listen_socket(&ss, len);
         if (fd < 0) {
-            tg_error("http: cannot listen on %s:%d: %s", s->host, s->cfg.port, strerror(errno));
-            for (int j = 0; j < i; j++)
-                close(s->workers[j].fd), s->workers[j].fd = -1;
+            tg_error("http: cannot listen on %s:%d: %s", host, port, strerror(errno));
+            for (int j = 0; j < i; j++) {
+                int *f = tls ? &s->workers[j].tls_fd : &s->workers[j].fd;
+                close(*f);
+                *f = -1;
+            }
             return TG_EIO;
         }
-        s->workers[i].fd = fd;
+        *(tls ? &s->workers[i].tls_fd : &s->workers[i].fd) = fd;
         if (i == 0) {
-            /* Port 0: the kernel picked one; the other workers share it. */
             struct sockaddr_storage got;
             socklen_t glen = sizeof(got);
             getsockname(fd, (struct sockaddr *)&got, &glen);
-            s->port = ntohs(got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port
-                                                     : ((struct sockaddr_in6 *)&got)->sin6_port);
+            *bound = ntohs(got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port
+                                                    : ((struct sockaddr_in6 *)&got)->sin6_port);
             if (ss.ss_family == AF_INET)
-                ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)s->port);
+                ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)*bound);
             else
-                ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)s->port);
+                ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)*bound);
         }
+    }
+    return TG_OK;
+}
+
+int tg_server_start(tg_server_t *s)
+{
+    if (s->started) return TG_EINVAL;
+    signal(SIGPIPE, SIG_IGN);
+    int rc = listen_all(s, s->host, s->cfg.port, 0, &s->port);
+    if (rc) return rc;
+    if (s->tls_ctx && (rc = listen_all(s, s->tls_host, s->tls_port, 1, &s->tls_port))) {
+        for (int j = 0; j < s->nworkers; j++)
+            close(s->workers[j].fd), s->workers[j].fd = -1;
+        return rc;
     }
     s->started = 1;
     int err = TG_OK;
@@ -1635,17 +1720,27 @@ void tg_server_destroy(tg_server_t *s)
     for (int i = 0; i < s->nworkers; i++) {
         tg_worker_t *w = &s->workers[i];
         if (w->fd >= 0) close(w->fd);
+        if (w->tls_fd >= 0) close(w->tls_fd);
         tg_buf_free(&w->hbuf);
         tg_buf_free(&w->ebuf);
+        tg_buf_free(&w->h2out);
         free(w->rbuf);
     }
     uv_sem_destroy(&s->ready);
+    tg_tls_ctx_free(s->tls_ctx);
     free(s->workers);
     free(s->host);
+    free(s->tls_host);
     free(s);
 }
 
 int tg_server_port(const tg_server_t *s)
 {
     return s->started ? s->port : s->cfg.port;
+}
+
+int tg_server_tls_port(const tg_server_t *s)
+{
+    if (!s->tls_ctx) return -1;
+    return s->tls_port;
 }

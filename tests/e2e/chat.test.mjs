@@ -280,6 +280,30 @@ describe('chat completions through tollgate (openai client)', () => {
     assert.equal(fake.lastChat().body.model, 'upstream-gpt-2');
   });
 
+  test('legacy /v1/completions: plain and streamed, usage from the upstream, rows recorded', T, async () => {
+    const c = await client.completions.create({ model: 'gpt-test', prompt: 'Say this is a test', max_tokens: 7 });
+    assert.equal(c.object, 'text_completion');
+    assert.equal(typeof c.choices[0].text, 'string');
+    const up = fake.requests.filter((r) => r.path === '/v1/completions').pop();
+    assert.equal(up.body.model, 'upstream-gpt', 'the route rewrote the model');
+    assert.equal(c.usage.prompt_tokens, up.behavior.promptTokens);
+    const stream = await client.completions.create({ model: 'gpt-test', prompt: 'Stream it', stream: true });
+    let text = '';
+    let sawUsage = false;
+    for await (const ch of stream) {
+      if (ch.choices[0]) text += ch.choices[0].text;
+      if (ch.usage) sawUsage = true;
+    }
+    assert.ok(text.length > 0);
+    assert.equal(sawUsage, false, 'the usage chunk it did not ask for is dropped');
+    const sup = fake.requests.filter((r) => r.path === '/v1/completions').pop();
+    assert.equal(sup.body.stream_options.include_usage, true, 'the upstream was asked for its counts');
+    const rows = (await usageList(env.configFile)).filter((u) => u.api === 'openai.completions');
+    assert.equal(rows.length, 2);
+    assert.ok(rows.every((r) => r.token_source === 'provider' && r.output_tokens > 0));
+    okCalls += 2;
+  });
+
   test('GET /v1/models via client.models.list()', T, async () => {
     const page = await client.models.list();
     const ids = page.data.map((m) => m.id).sort();

@@ -194,6 +194,61 @@ export async function startFakeOpenAI(opts = {}) {
     s.on('close', () => sockets.delete(s));
   });
 
+  /**
+   * The legacy Completions API as vLLM and OpenAI serve it: {model, prompt,
+   * max_tokens?, stream?, stream_options?} -> text_completion (or its chunks,
+   * a usage-only chunk with "choices": [] when include_usage, then [DONE]).
+   */
+  function legacyCompletions(req, res, rec, reject) {
+    let body;
+    try {
+      body = JSON.parse(rec.rawBody);
+    } catch {
+      return reject(400, 'We could not parse the JSON body of your request.', 'invalid_request_error', null);
+    }
+    rec.body = body;
+    if (typeof body.model !== 'string' || !body.model) return reject(400, 'you must provide a model parameter', 'invalid_request_error', null);
+    if (typeof body.prompt !== 'string' && !Array.isArray(body.prompt)) {
+      return reject(400, "Missing required parameter: 'prompt'.", 'invalid_request_error', 'missing_required_parameter', 'prompt');
+    }
+    const b = behaviorFor(body.model);
+    rec.behavior = b;
+    const id = `cmpl-${hex(12)}`;
+    const created = Math.floor(Date.now() / 1000);
+    const usage = { prompt_tokens: b.promptTokens, completion_tokens: b.completionTokens, total_tokens: b.promptTokens + b.completionTokens };
+    rec.status = 200;
+    if (!body.stream) {
+      const out = JSON.stringify({
+        id,
+        object: 'text_completion',
+        created,
+        model: body.model,
+        choices: [{ text: b.text, index: 0, logprobs: null, finish_reason: b.finishReason }],
+        usage,
+      });
+      rec.answered = 'completion';
+      rec.sentBody = out;
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) });
+      res.end(out);
+      rec.finished = true;
+      return;
+    }
+    rec.answered = 'stream';
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    const words = b.text.split(/(?= )/);
+    for (const [i, w] of words.entries()) {
+      const last = i === words.length - 1;
+      res.write(`data: ${JSON.stringify({ id, object: 'text_completion', created, model: body.model, choices: [{ text: w, index: 0, logprobs: null, finish_reason: last ? b.finishReason : null }] })}\n\n`);
+      rec.chunksSent++;
+      rec.contentSent += w;
+    }
+    if (body.stream_options && body.stream_options.include_usage) {
+      res.write(`data: ${JSON.stringify({ id, object: 'text_completion', created, model: body.model, choices: [], usage })}\n\n`);
+    }
+    res.end('data: [DONE]\n\n');
+    rec.finished = true;
+  }
+
   async function handle(req, res, rec) {
     const path = req.url.split('?')[0];
     const reject = (status, message, type, code, param) => {
@@ -228,6 +283,7 @@ export async function startFakeOpenAI(opts = {}) {
       return;
     }
 
+    if (path === '/v1/completions' && req.method === 'POST') return legacyCompletions(req, res, rec, reject);
     if (path !== '/v1/chat/completions') {
       return reject(404, `Invalid URL (${req.method} ${path})`, 'invalid_request_error', null);
     }

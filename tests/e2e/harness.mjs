@@ -29,6 +29,7 @@ export const TMP_ROOT = path.join(ROOT, 'tests', 'e2e', '.tmp');
 export const KEY_RE = /^tg_[0-9A-Za-z]{43}$/;
 const LISTEN_RE = /^tollgate listening on http:\/\/(127\.0\.0\.1):(\d+)$/;
 const ADMIN_LISTEN_RE = /^tollgate admin listening on http:\/\/(127\.0\.0\.1):(\d+)$/;
+const TLS_LISTEN_RE = /^tollgate tls listening on https:\/\/(127\.0\.0\.1):(\d+)$/;
 const ADMIN_KEY_RE = /^tollgate admin key \(shown once; store it now\): (tga_\S+)$/;
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -234,10 +235,11 @@ export async function waitForUsage(configFile, requestId, { timeoutMs = 5000 } =
 /**
  * Starts `bin/tollgate serve --config FILE --listen 127.0.0.1:0` and waits for
  * the one `tollgate listening on http://HOST:PORT` line. Resolves a handle:
- *   { port, url, baseURL, adminUrl, adminKey, proc, stderr(), stdout(), stop(), kill9(), exited }
+ *   { port, url, baseURL, adminUrl, adminKey, tlsPort, proc, stderr(), stdout(), stop(), kill9(), exited }
  * The admin API listens on a port of its own (adminListen, default any free
  * loopback port; 'off' disables it). adminKey is the first admin key, printed
- * only on the store's first start (else null).
+ * only on the store's first start (else null). tlsPort is the TLS listener's
+ * port when the config has "tls" (else null).
  */
 export async function startGateway(
   configFile,
@@ -270,6 +272,7 @@ export async function startGateway(
 
   let adminPort = null;
   let adminKey = null;
+  let tlsPort = null;
   const port = await new Promise((resolve, reject) => {
     let buf = '';
     let done = false;
@@ -296,6 +299,8 @@ export async function startGateway(
         if (a) adminPort = Number(a[2]);
         const k = ADMIN_KEY_RE.exec(line);
         if (k) adminKey = k[1];
+        const t = TLS_LISTEN_RE.exec(line);
+        if (t) tlsPort = Number(t[2]);
         const m = LISTEN_RE.exec(line);
         if (m) return finish(null, Number(m[2]));
       }
@@ -314,6 +319,7 @@ export async function startGateway(
     baseURL: `http://127.0.0.1:${port}/v1`,
     adminUrl: adminPort ? `http://127.0.0.1:${adminPort}` : null,
     adminKey,
+    tlsPort,
     exited,
     stderr: () => stderr,
     stdout: () => stdout,

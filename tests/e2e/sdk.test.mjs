@@ -16,8 +16,10 @@ import {
   ConverseCommand,
   ConverseStreamCommand,
 } from '@aws-sdk/client-bedrock-runtime';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { NodeHttpHandler, NodeHttp2Handler } from '@smithy/node-http-handler';
 import OpenAI from 'openai';
+import { ChatBedrockConverse } from '@langchain/aws';
+import { HumanMessage } from '@langchain/core/messages';
 import { startFakeBedrock, staticCreds, fakeEmbedding, toolUseIdFor } from './fake-aws.mjs';
 import {
   requireBinary,
@@ -138,6 +140,68 @@ describe('AWS SDK clients through tollgate', () => {
     assert.ok(chunks > 0);
     const rows = (await usageList(env.configFile)).filter((u) => u.key_id === derived.accessKeyId);
     assert.equal(rows.length, 4, 'each call recorded under the signing key');
+  });
+
+  test('HTTP/2 (the SDK default handler), with SigV4 and with Bearer: all four operations', T, async () => {
+    for (const auth of ['sigv4', 'bearer']) {
+      const h2 = new NodeHttp2Handler({ disableConcurrentStreams: false });
+      const c =
+        auth === 'sigv4'
+          ? client(derived, { requestHandler: h2 })
+          : client(undefined, { requestHandler: h2, token: { token: random.secretAccessKey }, authSchemePreference: ['httpBearerAuth'] });
+      try {
+        const before = br.requests.length;
+        const conv = await converse(c, `h2 ${auth}`);
+        assert.equal(conv.output.message.role, 'assistant');
+        const inv = await c.send(new InvokeModelCommand({
+          modelId: HAIKU,
+          contentType: 'application/json',
+          body: JSON.stringify({ anthropic_version: 'bedrock-2023-05-31', max_tokens: 16, messages: [{ role: 'user', content: 'Hi' }] }),
+        }));
+        assert.ok(JSON.parse(Buffer.from(inv.body).toString()).content);
+        const cs = await c.send(new ConverseStreamCommand({ modelId: HAIKU, messages: [{ role: 'user', content: [{ text: 'Stream' }] }] }));
+        let n = 0;
+        for await (const ev of cs.stream) if (ev.contentBlockDelta) n++;
+        assert.ok(n > 0, 'deltas over HTTP/2');
+        const is = await c.send(new InvokeModelWithResponseStreamCommand({
+          modelId: HAIKU,
+          contentType: 'application/json',
+          body: JSON.stringify({ anthropic_version: 'bedrock-2023-05-31', max_tokens: 16, messages: [{ role: 'user', content: 'Hi' }] }),
+        }));
+        let chunks = 0;
+        for await (const ev of is.body) if (ev.chunk) chunks++;
+        assert.ok(chunks > 0);
+        // Several at once on the one connection.
+        const many = await Promise.all(Array.from({ length: 20 }, (_, i) => converse(c, `parallel ${i}`)));
+        assert.equal(many.length, 20);
+        assert.equal(br.requests.length - before, 24, 'every call reached the provider');
+      } finally {
+        h2.destroy();
+      }
+    }
+  });
+
+  test('@langchain/aws ChatBedrockConverse: invoke and stream through tollgate', T, async () => {
+    for (const handler of [new NodeHttpHandler(), new NodeHttp2Handler()]) {
+      const llm = new ChatBedrockConverse({
+        model: HAIKU,
+        region: 'us-east-1',
+        maxTokens: 32,
+        client: client(derived, { requestHandler: handler }),
+      });
+      const answer = await llm.invoke([new HumanMessage('Hello from LangChain')]);
+      assert.ok(String(answer.content).length > 0);
+      let text = '';
+      let usage = null;
+      for await (const chunk of await llm.stream([new HumanMessage('Stream from LangChain')])) {
+        text += typeof chunk.content === 'string' ? chunk.content : '';
+        if (chunk.usage_metadata) usage = chunk.usage_metadata;
+      }
+      assert.ok(text.length > 0, 'streamed text');
+      const up = br.last('ConverseStream');
+      assert.equal(usage.output_tokens, up.usage.output);
+      handler.destroy();
+    }
   });
 
   test('SigV4 refusals: wrong secret, unknown id, a key whose secret was not derived, a stale date', T, async () => {
