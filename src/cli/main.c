@@ -498,7 +498,7 @@ static cJSON *event_json(const tg_usage_event_t *e)
     char buf[32], usd[48];
 #define C(f)                                                                                       \
     snprintf(buf, sizeof(buf), "%lld", (long long)e->f), cJSON_AddRawToObject(o, #f, buf),         \
-        snprintf(usd, sizeof(usd), "%s_usd", #f + 5), tg_usd_format(e->f, buf, sizeof(buf)),       \
+        snprintf(usd, sizeof(usd), "%s_usd", &(#f)[5]), tg_usd_format(e->f, buf, sizeof(buf)),     \
         cJSON_AddStringToObject(o, usd, buf)
     C(cost_input), C(cost_output), C(cost_cache_read), C(cost_cache_write), C(cost_images);
     C(cost_total);

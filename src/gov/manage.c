@@ -9,6 +9,7 @@
 #include "gov/manage.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -390,44 +391,63 @@ static int write_policy(tg_store_t *st, int kind, const char *id, const char *js
     return err ? store_fail(res, err) : 0;
 }
 
-/* Finds unit id into *out: 0, 404, or a store failure. */
-static int find_unit(tg_store_t *st, const char *id, tg_unit_t *out, tg_manage_result_t *res)
+/* The store's listings, untyped, for find_row. */
+static int units_any(tg_store_t *st, void **out, size_t *n)
 {
-    tg_unit_t *all = NULL;
+    tg_unit_t *rows = NULL;
+    int err = tg_store_units_list(st, &rows, n);
+    *out = rows;
+    return err;
+}
+
+static int teams_any(tg_store_t *st, void **out, size_t *n)
+{
+    tg_team_t *rows = NULL;
+    int err = tg_store_teams_list(st, &rows, n);
+    *out = rows;
+    return err;
+}
+
+static int keys_any(tg_store_t *st, void **out, size_t *n)
+{
+    tg_key_t *rows = NULL;
+    int err = tg_store_keys_list(st, &rows, n);
+    *out = rows;
+    return err;
+}
+
+/* Finds the row whose id (a char array at id_off) is id into *out (elem
+ * bytes): 0, 404, or a store failure. */
+static int find_row(tg_store_t *st, int (*list)(tg_store_t *, void **, size_t *), size_t elem,
+                    size_t id_off, const char *what, const char *id, void *out,
+                    tg_manage_result_t *res)
+{
+    void *all = NULL;
     size_t n = 0;
-    int err = tg_store_units_list(st, &all, &n);
+    int err = list(st, &all, &n);
     if (err) return store_fail(res, err);
     int found = 0;
-    for (size_t i = 0; i < n && !found; i++)
-        if (strcmp(all[i].id, id) == 0) *out = all[i], found = 1;
+    for (size_t i = 0; i < n && !found; i++) {
+        const char *row = (const char *)all + i * elem;
+        if (strcmp(row + id_off, id) == 0) memcpy(out, row, elem), found = 1;
+    }
     free(all);
-    return found ? 0 : fail(res, 404, "not_found", "No unit '%s'.", id);
+    return found ? 0 : fail(res, 404, "not_found", "No %s '%s'.", what, id);
+}
+
+static int find_unit(tg_store_t *st, const char *id, tg_unit_t *out, tg_manage_result_t *res)
+{
+    return find_row(st, units_any, sizeof(*out), offsetof(tg_unit_t, id), "unit", id, out, res);
 }
 
 static int find_team(tg_store_t *st, const char *id, tg_team_t *out, tg_manage_result_t *res)
 {
-    tg_team_t *all = NULL;
-    size_t n = 0;
-    int err = tg_store_teams_list(st, &all, &n);
-    if (err) return store_fail(res, err);
-    int found = 0;
-    for (size_t i = 0; i < n && !found; i++)
-        if (strcmp(all[i].id, id) == 0) *out = all[i], found = 1;
-    free(all);
-    return found ? 0 : fail(res, 404, "not_found", "No team '%s'.", id);
+    return find_row(st, teams_any, sizeof(*out), offsetof(tg_team_t, id), "team", id, out, res);
 }
 
 static int find_key(tg_store_t *st, const char *id, tg_key_t *out, tg_manage_result_t *res)
 {
-    tg_key_t *all = NULL;
-    size_t n = 0;
-    int err = tg_store_keys_list(st, &all, &n);
-    if (err) return store_fail(res, err);
-    int found = 0;
-    for (size_t i = 0; i < n && !found; i++)
-        if (strcmp(all[i].id, id) == 0) *out = all[i], found = 1;
-    free(all);
-    return found ? 0 : fail(res, 404, "not_found", "No key '%s'.", id);
+    return find_row(st, keys_any, sizeof(*out), offsetof(tg_key_t, id), "key", id, out, res);
 }
 
 /* A query filter: *on = 0 when absent. */
@@ -754,8 +774,7 @@ static int key_rotate(tg_store_t *st, const tg_manage_req_t *req, const char *id
     char secret[TG_KEY_SECRET_MAX];
     fresh = k; /* the same id: a derived secret is derived from it */
     int err = tg_key_regenerate(&fresh, secret, sizeof(secret));
-    if (!err)
-        err = tg_store_key_rotate(st, id, &fresh, req->now_ms + grace * 1000);
+    if (!err) err = tg_store_key_rotate(st, id, &fresh, req->now_ms + grace * 1000);
     if (err == TG_ENOTFOUND)
         fail(res, 409, "key_revoked", "Key '%s' is revoked.", id);
     else if (err)
