@@ -485,6 +485,33 @@ static int unit_create(tg_store_t *st, const tg_manage_req_t *req, tg_manage_res
     return res->status;
 }
 
+/* A disabled_ms after a PATCH: disabling keeps the first time it was
+ * disabled; enabling clears it. */
+static int64_t disabled_at(int64_t old, int dis, int64_t now)
+{
+    return dis ? (old ? old : now) : 0;
+}
+
+/* The end of a unit's or team's PATCH, once its row update returned err: the
+ * policy written when the body had one, then the entity answered (unit u or
+ * team t, whichever is set). */
+static int patched(tg_store_t *st, int err, int kind, const char *id, int has_pol,
+                   const char *policy, int64_t now, const tg_unit_t *u, const tg_team_t *t,
+                   tg_manage_result_t *res)
+{
+    if (err == TG_ENOTFOUND)
+        return fail(res, 404, "not_found", "No %s '%s'.", u ? "unit" : "team", id);
+    if (err) return store_fail(res, err);
+    if (has_pol && write_policy(st, kind, id, policy, now, res)) return res->status;
+    policies_t ps = {0};
+    if (!load_policies(st, &ps, res)) {
+        cJSON *pj = policy_json(&ps, kind, id);
+        ok(res, 200, u ? unit_json(u, pj) : team_json(t, pj));
+    }
+    free_policies(&ps);
+    return res->status;
+}
+
 static int unit_patch(tg_store_t *st, const tg_manage_req_t *req, const char *id,
                       tg_manage_result_t *res)
 {
@@ -498,21 +525,10 @@ static int unit_patch(tg_store_t *st, const tg_manage_req_t *req, const char *id
         return res->status;
     if (find_unit(st, id, &u, res)) goto out;
     if (has_name) memcpy(u.name, name, sizeof(u.name));
-    /* Disabling keeps the first time it was disabled. */
-    if (has_dis) u.disabled_ms = dis ? (u.disabled_ms ? u.disabled_ms : req->now_ms) : 0;
+    if (has_dis) u.disabled_ms = disabled_at(u.disabled_ms, dis, req->now_ms);
     u.updated_ms = req->now_ms;
-    int err = tg_store_unit_update(st, &u);
-    if (err == TG_ENOTFOUND)
-        fail(res, 404, "not_found", "No unit '%s'.", id);
-    else if (err)
-        store_fail(res, err);
-    else if (has_pol && write_policy(st, E_UNIT, id, policy, req->now_ms, res))
-        goto out;
-    else {
-        policies_t ps = {0};
-        if (!load_policies(st, &ps, res)) ok(res, 200, unit_json(&u, policy_json(&ps, E_UNIT, id)));
-        free_policies(&ps);
-    }
+    patched(st, tg_store_unit_update(st, &u), E_UNIT, id, has_pol, policy, req->now_ms, &u, NULL,
+            res);
 out:
     free(policy);
     return res->status;
@@ -602,20 +618,10 @@ static int team_patch(tg_store_t *st, const tg_manage_req_t *req, const char *id
     if (has_unit) memcpy(t.unit, unit, sizeof(t.unit));
     if (has_name) memcpy(t.name, name, sizeof(t.name));
     if (has_cc) memcpy(t.cost_center, cc, sizeof(t.cost_center));
-    if (has_dis) t.disabled_ms = dis ? (t.disabled_ms ? t.disabled_ms : req->now_ms) : 0;
+    if (has_dis) t.disabled_ms = disabled_at(t.disabled_ms, dis, req->now_ms);
     t.updated_ms = req->now_ms;
-    int err = tg_store_team_update(st, &t);
-    if (err == TG_ENOTFOUND)
-        fail(res, 404, "not_found", "No team '%s'.", id);
-    else if (err)
-        store_fail(res, err);
-    else if (has_pol && write_policy(st, E_TEAM, id, policy, req->now_ms, res))
-        goto out;
-    else {
-        policies_t ps = {0};
-        if (!load_policies(st, &ps, res)) ok(res, 200, team_json(&t, policy_json(&ps, E_TEAM, id)));
-        free_policies(&ps);
-    }
+    patched(st, tg_store_team_update(st, &t), E_TEAM, id, has_pol, policy, req->now_ms, NULL, &t,
+            res);
 out:
     free(policy);
     return res->status;
