@@ -1,6 +1,7 @@
 /* chat.c - POST /v1/chat/completions and GET /v1/models, OpenAI-compatible.
- * (A model routed to Bedrock or SageMaker is refused with unsupported_route,
- * naming its native path; /v1/models also lists exposed Bedrock catalogues.)
+ * (A model routed to Bedrock goes through Converse, one on a SageMaker
+ * container that speaks this API to its endpoint, both by reference.c's
+ * engine; /v1/models also lists exposed Bedrock catalogues.)
  *
  * A call goes: authenticate, validate, rewrite the body for the upstream
  * (its model id; for streams, stream_options.include_usage so the provider
@@ -284,21 +285,21 @@ static int rewrite(cJSON *root, const tg_model_route_t *route, int stream, int *
         changed = 1;
     }
     *client_usage = 0;
-    if (stream) {
-        cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
-        if (!cJSON_IsObject(so)) {
-            cJSON_DeleteItemFromObjectCaseSensitive(root, "stream_options");
-            so = cJSON_AddObjectToObject(root, "stream_options");
-        }
-        cJSON *iu = cJSON_GetObjectItemCaseSensitive(so, "include_usage");
-        *client_usage = cJSON_IsTrue(iu);
-        if (!*client_usage) {
-            cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
-            cJSON_AddTrueToObject(so, "include_usage");
-            changed = 1;
-        }
-    }
+    if (stream && tg_api_ask_usage(root, client_usage)) changed = 1;
     return changed;
+}
+
+int tg_api_ask_usage(cJSON *root, int *client_usage)
+{
+    cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (!cJSON_IsObject(so)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "stream_options");
+        if (!(so = cJSON_AddObjectToObject(root, "stream_options"))) return -1;
+    }
+    *client_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
+    if (*client_usage) return 0;
+    cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
+    return cJSON_AddTrueToObject(so, "include_usage") ? 1 : -1;
 }
 
 /* /v1/chat/completions, or (completions) the legacy /v1/completions for
@@ -332,7 +333,7 @@ static void openai_call(tg_wctx_t *w, tg_req_t *req, int completions)
         bad_status = 404, bad_code = "model_not_found",
         bad_msg = "The model does not exist or you do not have access to it.";
     }
-    char native[256];
+    char native[400];
     if (!bad_code && completions && route->provider->kind != TG_PROVIDER_OPENAI) {
         snprintf(native, sizeof(native),
                  "Model '%.60s' is not a completion-style upstream: use /v1/chat/completions.",
@@ -346,11 +347,19 @@ static void openai_call(tg_wctx_t *w, tg_req_t *req, int completions)
         return;
     }
     if (!bad_code && route->provider->kind == TG_PROVIDER_SAGEMAKER) {
-        /* A container's own format: no translation to it yet. */
+        if (!completions &&
+            (route->format == TG_SM_FORMAT_TGI_MESSAGES || route->format == TG_SM_FORMAT_OPENAI)) {
+            /* The container speaks this API itself (reference.c's engine). */
+            tg_api_chat_sagemaker(w, req, &who, route, root);
+            cJSON_Delete(root);
+            return;
+        }
+        /* A container with a format of its own: no translation to it. */
         snprintf(native, sizeof(native),
-                 "Model '%.60s' is a SageMaker endpoint: call POST "
-                 "/endpoints/%.60s/invocations (or invocations-response-stream).",
-                 route->id, route->id);
+                 "Model '%.60s' is a SageMaker endpoint whose container does not speak the "
+                 "OpenAI chat API (its route's format is not tgi-messages or openai): call POST "
+                 "/endpoints/<endpoint>/invocations with its own body.",
+                 route->id);
         bad_code = "unsupported_route", bad_msg = native;
     }
     if (bad_code) {

@@ -186,6 +186,15 @@ int tg_api_reference(tg_wctx_t *w, tg_req_t *req);
 void tg_api_chat_bedrock(tg_wctx_t *w, tg_req_t *req, const tg_caller_t *who,
                          const tg_model_route_t *route, const cJSON *root);
 void tg_api_embeddings(tg_wctx_t *w, tg_req_t *req);
+/* The same for a SageMaker route whose container speaks OpenAI's chat API
+ * (format tgi-messages or openai): the body passed on, the answer's model
+ * named as the client asked. */
+void tg_api_chat_sagemaker(tg_wctx_t *w, tg_req_t *req, const tg_caller_t *who,
+                           const tg_model_route_t *route, cJSON *root);
+/* A streamed OpenAI chat request asks the provider for its usage chunk
+ * (stream_options.include_usage); *client_usage says whether the client had
+ * asked itself. Returns 1 when root changed, 0, or -1 out of memory. */
+int tg_api_ask_usage(cJSON *root, int *client_usage);
 /* Its results table, made with the gateway. */
 int tg_api_reference_init(tg_gateway_t *g);
 void tg_api_reference_fini(tg_gateway_t *g);

@@ -29,8 +29,10 @@
 #include "aws/eventstream.h"
 #include "providers/bedrock.h"
 #include "providers/oai2br.h"
+#include "providers/openai.h"
 #include "providers/refapi.h"
 #include "providers/sagemaker.h"
+#include "providers/sse.h"
 #include "usage/cost.h"
 
 #define REF_MAX_RESULTS 10000
@@ -232,9 +234,21 @@ typedef struct refcall {
     int64_t created;
     char family[16]; /* embeddings: "titan" or "cohere" */
     int base64;      /* embeddings: encoding_format base64 */
+    /* Titan embeds one text a call: the calls of a request with several
+     * inputs are made one after another, each answer kept. */
+    char **ebodies, **eanswers;
+    size_t *elens;
+    size_t encalls, ecur;
+    tg_api_aws_target_t t; /* where they go (a configured route's strings) */
+    /* The OpenAI API of a SageMaker container (TGI Messages, vLLM, LMI):
+     * its own chat answers and chunks, passed on. */
+    tg_sse_t smsse;
+    tg_buf_t smout;
+    int client_usage, saw_done, saw_usage;
+    int64_t sm_text_bytes;
 } refcall_t;
 
-enum { OAI_NONE = 0, OAI_CHAT, OAI_EMBED };
+enum { OAI_NONE = 0, OAI_CHAT, OAI_EMBED, OAI_SMCHAT };
 
 static void call_free(refcall_t *c)
 {
@@ -244,6 +258,13 @@ static void call_free(refcall_t *c)
     tg_buf_free(&c->body);
     tg_es_decoder_free(&c->dec);
     free(c->answer);
+    tg_sse_free(&c->smsse);
+    tg_buf_free(&c->smout);
+    if (c->ebodies) tg_oai2br_embed_free(c->ebodies, c->encalls);
+    for (size_t i = 0; c->eanswers && i < c->encalls; i++)
+        free(c->eanswers[i]);
+    free(c->eanswers);
+    free(c->elens);
     free(c);
 }
 
@@ -303,6 +324,18 @@ static void on_committed(void *ud, int status)
             tg_resp_end(req);
             break;
         }
+        if (req && c->started && c->oai == OAI_SMCHAT) {
+            char tail[96] = ": x-tollgate-cost-usd=";
+            size_t n = strlen(tail);
+            int len = tg_usd_format(c->ev.cost_total, tail + n, sizeof(tail) - n);
+            n += len > 0 ? (size_t)len : 0;
+            n += (size_t)snprintf(tail + n, sizeof(tail) - n, "\n\n%s",
+                                  c->answer_status == 200 ? "data: [DONE]\n\n" : "");
+            if (!c->aborted) tg_resp_write(req, tail, n);
+            tg_api_log(w, req, c->route_id, 200, c->ev.request_id, c->ev.key_id);
+            tg_resp_end(req);
+            break;
+        }
         if (req && c->started) {
             sse_write(c, c->answer_status == 200 ? "result" : "error", c->answer, c->answer_len);
             tg_api_log(w, req, REF_ROUTE, 200, c->ev.request_id, c->ev.key_id);
@@ -333,10 +366,119 @@ static void on_committed(void *ud, int status)
     call_free(c);
 }
 
+/* ---- the OpenAI API of a SageMaker container ------------------------------------- */
+
+/* The container's counts, as the usage of the call. */
+static void sm_usage(refcall_t *c, tg_ref_usage_t *u)
+{
+    if (c->saw_usage) {
+        u->have = 1, u->input = c->ev.input_tokens, u->output = c->ev.output_tokens;
+        u->cache_read = c->ev.cache_read_tokens;
+    }
+    u->output_bytes = c->sm_text_bytes; /* for the estimate when it said nothing */
+}
+
+/* What the client sees of the container's answer or chunk: the model it
+ * asked for (TGI says "tgi"), and an id where the container gave none. */
+static void sm_polish(refcall_t *c, cJSON *j)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "model");
+    cJSON_AddStringToObject(j, "model", c->ev.model);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id");
+    if (!cJSON_IsString(id) || !id->valuestring[0]) {
+        cJSON_DeleteItemFromObjectCaseSensitive(j, "id");
+        cJSON_AddStringToObject(j, "id", c->oai_id);
+    }
+}
+
+/* The length of choices[0] delta (or message) content, for estimates. */
+static int64_t sm_text(const cJSON *j)
+{
+    const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"), 0);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(ch, "delta");
+    if (!m) m = cJSON_GetObjectItemCaseSensitive(ch, "message");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "content");
+    return cJSON_IsString(t) ? (int64_t)strlen(t->valuestring) : 0;
+}
+
+static int sm_answer(refcall_t *c, const char *b, tg_ref_usage_t *u, char *msg, size_t cap)
+{
+    if (c->streaming) {
+        sm_usage(c, u);
+        return 0;
+    }
+    cJSON *j = cJSON_ParseWithLength(b, c->body.len);
+    if (!cJSON_IsObject(j) || !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "choices"))) {
+        cJSON_Delete(j);
+        snprintf(msg, cap,
+                 "The container's answer is not a chat completion: is the route's "
+                 "format right?");
+        return TG_EUPSTREAM;
+    }
+    c->saw_usage = tg_openai_usage(j, &c->ev);
+    c->sm_text_bytes = sm_text(j);
+    sm_usage(c, u);
+    sm_polish(c, j);
+    c->answer = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!c->answer) return TG_ENOMEM;
+    c->answer_len = strlen(c->answer);
+    return 0;
+}
+
+/* One event of the container's chat stream: passed on, but for "[DONE]"
+ * (tollgate sends its own once the usage is committed) and the usage-only
+ * chunk asked for on behalf of a client that did not ask. An in-band error
+ * ends the stream. */
+static int sm_event(const tg_sse_event_t *e, void *ud)
+{
+    refcall_t *c = ud;
+    if (!e->data_len) return 0; /* comments, keep-alives */
+    if (e->data_len == 6 && memcmp(e->data, "[DONE]", 6) == 0) {
+        c->saw_done = 1;
+        return 0;
+    }
+    cJSON *j = cJSON_ParseWithLength(e->data, e->data_len);
+    if (!cJSON_IsObject(j) || cJSON_GetObjectItemCaseSensitive(j, "error")) {
+        cJSON_Delete(j);
+        return 1;
+    }
+    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
+    int usage = tg_openai_usage(j, &c->ev);
+    c->saw_usage |= usage;
+    if (usage && cJSON_GetArraySize(choices) == 0 && !c->client_usage) {
+        cJSON_Delete(j);
+        return 0;
+    }
+    c->sm_text_bytes += sm_text(j);
+    /* "usage": null on every chunk is the answer to include_usage. */
+    if (!c->client_usage) cJSON_DeleteItemFromObjectCaseSensitive(j, "usage");
+    sm_polish(c, j);
+    char *p = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!p) return TG_ENOMEM;
+    int rc = tg_buf_appends(&c->smout, "data: ");
+    if (!rc) rc = tg_buf_appends(&c->smout, p);
+    if (!rc) rc = tg_buf_appends(&c->smout, "\n\n");
+    free(p);
+    return rc;
+}
+
+/* usage.prompt_tokens of an OpenAI embeddings answer. */
+static void prompt_tokens(const char *answer, size_t len, tg_ref_usage_t *u)
+{
+    cJSON *j = cJSON_ParseWithLength(answer, len);
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "usage"),
+                                                       "prompt_tokens");
+    if (cJSON_IsNumber(pt)) u->have = 1, u->input = (int64_t)pt->valuedouble;
+    cJSON_Delete(j);
+}
+
 /* The OpenAI answer of a call that succeeded, and its counts. */
 static int oai_answer(refcall_t *c, tg_ref_usage_t *u, char *msg, size_t cap)
 {
     const char *b = c->body.data ? c->body.data : "";
+    if (c->oai == OAI_SMCHAT) return sm_answer(c, b, u, msg, cap);
     if (c->oai == OAI_CHAT && c->streaming) {
         if (!c->os.have_usage) return 0; /* estimated by the caller */
         u->have = 1, u->input = c->os.in, u->output = c->os.out;
@@ -351,23 +493,40 @@ static int oai_answer(refcall_t *c, tg_ref_usage_t *u, char *msg, size_t cap)
             u->have = 1, u->input = in, u->output = out, u->cache_read = cr, u->cache_write = cw;
         return rc;
     }
-    /* Embeddings: one call; Cohere's count from the headers, Titan's in the body. */
+    /* Embeddings: Cohere's one call, counted in its headers; Titan's calls,
+     * one per input, the last answer still in body, counted in the bodies. */
     tg_br_usage_t bu;
     memset(&bu, 0, sizeof(bu));
-    int counted = tg_br_usage_from_headers(c->keep, c->nkeep, &bu) == 1;
-    const char *bodies[1] = {b};
-    size_t lens[1] = {c->body.len};
-    int rc =
-        tg_oai2br_embed_response(c->family, bodies, lens, 1, c->ev.model, counted ? bu.input : -1,
-                                 c->base64, &c->answer, &c->answer_len, msg, cap);
-    if (!rc) {
-        cJSON *j = cJSON_ParseWithLength(c->answer, c->answer_len);
-        const cJSON *pt = cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(j, "usage"), "prompt_tokens");
-        if (cJSON_IsNumber(pt)) u->have = 1, u->input = (int64_t)pt->valuedouble;
-        cJSON_Delete(j);
+    int counted = c->encalls == 1 && tg_br_usage_from_headers(c->keep, c->nkeep, &bu) == 1;
+    const char *one[1] = {b};
+    size_t onelen[1] = {c->body.len};
+    const char **bodies = one;
+    size_t *lens = onelen;
+    if (c->encalls > 1) {
+        c->eanswers[c->ecur] = (char *)b; /* lent for the call below */
+        c->elens[c->ecur] = c->body.len;
+        bodies = (const char **)c->eanswers;
+        lens = c->elens;
     }
+    int rc = tg_oai2br_embed_response(c->family, bodies, lens, c->ecur + 1, c->ev.model,
+                                      counted ? bu.input : -1, c->base64, &c->answer,
+                                      &c->answer_len, msg, cap);
+    if (c->encalls > 1) c->eanswers[c->ecur] = NULL;
+    if (!rc) prompt_tokens(c->answer, c->answer_len, u);
     return rc;
+}
+
+/* Titan calls answered before a later one failed: billed for what they
+ * counted. */
+static void embed_partial(refcall_t *c, tg_ref_usage_t *u)
+{
+    if (c->oai != OAI_EMBED || c->ecur == 0) return;
+    char *out = NULL, msg[64];
+    size_t len = 0;
+    if (tg_oai2br_embed_response(c->family, (const char *const *)c->eanswers, c->elens, c->ecur,
+                                 c->ev.model, -1, 0, &out, &len, msg, sizeof(msg)) == 0)
+        prompt_tokens(out, len, u);
+    free(out);
 }
 
 /* What a stream that did not finish counted (the text so far). */
@@ -380,13 +539,18 @@ static void stream_usage(refcall_t *c, tg_ref_usage_t *u)
 }
 
 /* The call is over: its answer built, its usage recorded. */
+static int next_embedding(refcall_t *c);
+
 static void finish(refcall_t *c, int err)
 {
     if (c->recorded) return;
+    if (!err && c->status >= 200 && c->status < 300 && next_embedding(c)) return;
     c->recorded = 1;
     c->up = NULL;
     tg_ref_usage_t u;
     memset(&u, 0, sizeof(u));
+    if (c->oai == OAI_SMCHAT && c->streaming && tg_sse_pending(&c->smsse))
+        c->stream_failed = 1; /* it ended inside an event */
     const char *outcome = TG_OUTCOME_OK;
     char msg[512] = "", code[64] = "";
     int ok = !err && c->status >= 200 && c->status < 300 && !c->stream_failed;
@@ -425,6 +589,8 @@ static void finish(refcall_t *c, int err)
         outcome = c->streaming && c->started ? TG_OUTCOME_INTERRUPTED : TG_OUTCOME_FAILED;
         if (c->aborted) c->answer_status = 499, outcome = TG_OUTCOME_ABANDONED;
         if (c->streaming && !c->oai) stream_usage(c, &u);
+        embed_partial(c, &u);
+        if (c->oai == OAI_SMCHAT) sm_usage(c, &u);
         if (c->oai == OAI_CHAT && c->os.have_usage) {
             u.have = 1, u.input = c->os.in, u.output = c->os.out;
             u.cache_read = c->os.cache_read, u.cache_write = c->os.cache_write;
@@ -440,6 +606,7 @@ static void finish(refcall_t *c, int err)
         if (!msg[0]) snprintf(msg, sizeof(msg), "The model refused the request.");
         snprintf(code, sizeof(code), "%s", ucode[0] ? ucode : "upstream_error");
         outcome = TG_OUTCOME_UPSTREAM_ERROR;
+        embed_partial(c, &u);
     }
     if (!ok) {
         free(c->answer);
@@ -484,6 +651,16 @@ static int on_frame(const tg_es_message_t *m, void *ud)
             tg_sm_stream_message(m, &payload, &plen, &st, code, sizeof(code), msg, sizeof(msg));
         if (rc) return 1; /* an exception or a malformed frame: the stream failed */
         if (!plen) return 0;
+        if (c->oai == OAI_SMCHAT) {
+            tg_buf_reset(&c->smout);
+            if (tg_sse_feed(&c->smsse, payload, plen, sm_event, c)) return 1;
+            if (c->smout.len && c->req && !c->aborted &&
+                tg_resp_write(c->req, c->smout.data, c->smout.len) == 1 && c->up) {
+                c->paused = 1;
+                tg_upcall_pause(c->up);
+            }
+            return 0;
+        }
     } else {
         tg_br_event_t bev;
         tg_br_usage_t bu;
@@ -630,6 +807,79 @@ void tg_api_reference_shutdown(tg_wctx_t *w)
     }
 }
 
+/* Signs c's call to c->t (strings in arena): the URL into c->url, the
+ * header lines into lines (TG_API_AWS_MAX_LINES). */
+static int sign(refcall_t *c, tg_arena_t *arena, const char **lines, size_t *nl)
+{
+    const tg_api_aws_target_t *t = &c->t;
+    const char *xn[1], *xv[1];
+    size_t nx = 0;
+    if (c->rc.inference_component[0]) {
+        xn[nx] = "X-Amzn-SageMaker-Inference-Component";
+        xv[nx++] = c->rc.inference_component;
+    } else if (c->sagemaker && t->route && t->route->inference_component) {
+        xn[nx] = "X-Amzn-SageMaker-Inference-Component";
+        xv[nx++] = t->route->inference_component;
+    }
+    tg_api_aws_req_t ar = {
+        .door_sagemaker = c->sagemaker,
+        .op = c->rc.op,
+        .upstream = t->upstream,
+        .body = c->rc.body,
+        .body_len = c->rc.body_len,
+        .content_type = "application/json",
+        .accept = c->streaming ? "application/vnd.amazon.eventstream" : "application/json",
+        .names = xn,
+        .values = xv,
+        .n = nx,
+    };
+    tg_buf_reset(&c->url);
+    return tg_api_aws_prepare(c->w, arena, t, &ar, &c->url, lines, nl);
+}
+
+static int start(refcall_t *c, const char **lines, size_t nl)
+{
+    tg_upcall_opts_t o = {
+        .method = "POST",
+        .url = c->url.data,
+        .headers = lines,
+        .nheaders = nl,
+        .body = c->rc.body,
+        .body_len = c->rc.body_len,
+        .connect_timeout_ms = c->t.connect_ms,
+        .first_byte_timeout_ms = c->t.first_byte_ms,
+        .total_timeout_ms = c->t.total_ms,
+    };
+    return tg_upcall_start(c->w->up, &o, &up_cbs, c, &c->up);
+}
+
+/* Titan's next input, once the answer to the one before is in: 1 when
+ * that call is under way (or has failed and finished c), 0 when there is
+ * no next one. */
+static int next_embedding(refcall_t *c)
+{
+    if (c->oai != OAI_EMBED || c->ecur + 1 >= c->encalls || !c->req) return 0;
+    c->elens[c->ecur] = c->body.len;
+    c->eanswers[c->ecur++] = c->body.data ? c->body.data : strdup("");
+    tg_buf_init(&c->body, c->w->gw->cfg->max_response_bytes);
+    free(c->rc.body);
+    c->rc.body = c->ebodies[c->ecur];
+    c->rc.body_len = strlen(c->rc.body);
+    c->ebodies[c->ecur] = NULL;
+    c->status = 0;
+    c->err_type[0] = '\0';
+    c->nkeep = 0;
+    const char *lines[TG_API_AWS_MAX_LINES];
+    size_t nl = 0;
+    int rc = sign(c, c->req->arena, lines, &nl);
+    if (!rc) rc = start(c, lines, nl);
+    if (rc) {
+        c->up = NULL;
+        finish(c, rc == TG_ETIMEDOUT ? rc : rc == TG_EAUTH ? TG_EUPSTREAM : TG_ECONNECT);
+    }
+    return 1;
+}
+
 /* Governance, signing, the ledger slot, the usage event and the upstream
  * call: the part every call of this engine shares. c->rc.op/body, streaming
  * and rmode are set. On any refusal c is freed and the client answered. */
@@ -652,30 +902,10 @@ static void launch(refcall_t *c, tg_req_t *req, const tg_caller_t *who,
         call_free(c);
         return tg_api_refuse(w, req, route, &refusal);
     }
-    const char *xn[1], *xv[1];
-    size_t nx = 0;
-    if (c->rc.inference_component[0]) {
-        xn[nx] = "X-Amzn-SageMaker-Inference-Component";
-        xv[nx++] = c->rc.inference_component;
-    } else if (sagemaker && t->route && t->route->inference_component) {
-        xn[nx] = "X-Amzn-SageMaker-Inference-Component";
-        xv[nx++] = t->route->inference_component;
-    }
-    tg_api_aws_req_t ar = {
-        .door_sagemaker = sagemaker,
-        .op = c->rc.op,
-        .upstream = t->upstream,
-        .body = c->rc.body,
-        .body_len = c->rc.body_len,
-        .content_type = "application/json",
-        .accept = c->streaming ? "application/vnd.amazon.eventstream" : "application/json",
-        .names = xn,
-        .values = xv,
-        .n = nx,
-    };
     const char *lines[TG_API_AWS_MAX_LINES];
     size_t nl = 0;
-    int rc = tg_api_aws_prepare(w, req->arena, t, &ar, &c->url, lines, &nl);
+    c->t = *t;
+    int rc = sign(c, req->arena, lines, &nl);
     if (rc) {
         tg_api_gov_release(&c->gov);
         call_free(c);
@@ -711,17 +941,6 @@ static void launch(refcall_t *c, tg_req_t *req, const tg_caller_t *who,
         call_free(c);
         return ref_error(w, req, 503, "overloaded", "Too many streaming requests are pending.");
     }
-    tg_upcall_opts_t o = {
-        .method = "POST",
-        .url = c->url.data,
-        .headers = lines,
-        .nheaders = nl,
-        .body = c->rc.body,
-        .body_len = c->rc.body_len,
-        .connect_timeout_ms = t->connect_ms,
-        .first_byte_timeout_ms = t->first_byte_ms,
-        .total_timeout_ms = t->total_ms,
-    };
     if (!background) {
         req->data = c;
         req->on_abort = on_abort;
@@ -731,7 +950,7 @@ static void launch(refcall_t *c, tg_req_t *req, const tg_caller_t *who,
         if (w->bg) w->bg->prev = c;
         w->bg = c;
     }
-    rc = tg_upcall_start(w->up, &o, &up_cbs, c, &c->up);
+    rc = start(c, lines, nl);
     if (background) {
         /* Answered now; the call goes on without its client. */
         char out[128];
@@ -803,6 +1022,41 @@ void tg_api_chat_bedrock(tg_wctx_t *w, tg_req_t *req, const tg_caller_t *who,
            stream ? "openai.chat-stream" : "openai.chat");
 }
 
+/* ---- the OpenAI API in front of SageMaker ------------------------------------------ */
+
+void tg_api_chat_sagemaker(tg_wctx_t *w, tg_req_t *req, const tg_caller_t *who,
+                           const tg_model_route_t *route, cJSON *root)
+{
+    tg_api_aws_target_t t;
+    memset(&t, 0, sizeof(t));
+    tg_api_aws_target_route(&t, w->gw->cfg, route);
+    int stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+    int client_usage = 0;
+    if (stream && tg_api_ask_usage(root, &client_usage) < 0)
+        return tg_api_error(w, req, TG_ROUTE_CHAT, 503, "overloaded", "Out of memory.", NULL);
+    char *body = cJSON_PrintUnformatted(root);
+    refcall_t *c = body ? call_new(w, req, &t, stream ? RM_SSE : RM_PLAIN, TG_ROUTE_CHAT) : NULL;
+    if (!c) {
+        free(body);
+        return tg_api_error(w, req, TG_ROUTE_CHAT, 503, "overloaded", "Out of memory.", NULL);
+    }
+    c->oai = OAI_SMCHAT;
+    c->rc.body = body;
+    c->rc.body_len = strlen(body);
+    c->rc.op = stream ? TG_SM_INVOKE_STREAM : TG_SM_INVOKE;
+    c->rc.input_bytes = (int64_t)req->body_len;
+    c->streaming = stream;
+    c->client_usage = client_usage;
+    tg_api_new_id(w, c->oai_id, sizeof(c->oai_id), "chatcmpl-");
+    if (stream) {
+        tg_sse_init(&c->smsse, 1 << 20);
+        tg_buf_init(&c->smout, 0);
+        tg_es_decoder_init(&c->dec, TG_ES_DEFAULT_MAX_MESSAGE, on_frame, c);
+    }
+    launch(c, req, who, &t, route->id, tg_api_max_output(root), 0,
+           stream ? "openai.chat-stream" : "openai.chat");
+}
+
 void tg_api_embeddings(tg_wctx_t *w, tg_req_t *req)
 {
     tg_caller_t who;
@@ -837,11 +1091,6 @@ void tg_api_embeddings(tg_wctx_t *w, tg_req_t *req)
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "encoding_format");
     int base64 = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "base64") == 0;
     cJSON_Delete(root);
-    if (!rc && n != 1) {
-        tg_oai2br_embed_free(bodies, n);
-        return tg_api_error(w, req, TG_ROUTE_OTHER, 400, "invalid_request",
-                            "Titan embeds one text per call: send one input per request.", NULL);
-    }
     if (rc)
         return tg_api_error(w, req, TG_ROUTE_OTHER, rc == TG_ENOMEM ? 503 : 400,
                             rc == TG_ENOMEM ? "overloaded" : "invalid_request",
@@ -858,7 +1107,13 @@ void tg_api_embeddings(tg_wctx_t *w, tg_req_t *req)
     c->rc.body = bodies[0];
     c->rc.body_len = strlen(bodies[0]);
     bodies[0] = NULL;
-    tg_oai2br_embed_free(bodies, n);
+    c->ebodies = bodies;
+    c->encalls = n;
+    if (n > 1 &&
+        (!(c->eanswers = calloc(n, sizeof(char *))) || !(c->elens = calloc(n, sizeof(size_t))))) {
+        call_free(c);
+        return tg_api_error(w, req, TG_ROUTE_OTHER, 503, "overloaded", "Out of memory.", NULL);
+    }
     c->rc.op = TG_BR_INVOKE;
     c->rc.input_bytes = (int64_t)req->body_len;
     c->base64 = base64;

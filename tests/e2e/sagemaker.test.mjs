@@ -3,7 +3,9 @@
 // JumpStart (estimated counts) and vLLM (OpenAI-style usage); the
 // reference's SAGEMAKER_ENDPOINTS map; custom attributes / target variant /
 // inference component forwarded; every error in AWS's shape; a
-// ModelStreamError mid-stream; an abandoned stream; and the AWS SDK.
+// ModelStreamError mid-stream; an abandoned stream; the AWS SDK; and the
+// openai SDK on /v1/chat/completions for containers that speak OpenAI's chat
+// API (TGI Messages, vLLM).
 
 import { test, describe, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,6 +19,7 @@ import {
   InvokeEndpointWithResponseStreamCommand,
   ModelError,
 } from '@aws-sdk/client-sagemaker-runtime';
+import OpenAI from 'openai';
 import { startFakeSageMaker, staticCreds, SAGEMAKER_ERRORS } from './fake-aws.mjs';
 import {
   requireBinary,
@@ -118,6 +121,8 @@ describe('SageMaker endpoints through tollgate', () => {
         { id: 'attrs', provider: 'sm', endpoint: 'tgi-attrs', custom_attributes: 'trace=route', target_variant: 'v1', inference_component: 'ic-1' },
         { id: 'mid', provider: 'sm', endpoint: 'midstream.ModelStreamError.tgi-mid' },
         { id: 'drip', provider: 'sm', endpoint: 'drip.200.50.tgi-drip' },
+        { id: 'mid-chat', provider: 'sm', endpoint: 'midstream.ModelStreamError.tgi-midchat', format: 'tgi-messages' },
+        { id: 'busy-chat', provider: 'sm', endpoint: 'fail.ThrottlingException.tgi-busy', format: 'tgi-messages' },
         ...errRoutes,
       ],
     };
@@ -349,5 +354,86 @@ describe('SageMaker endpoints through tollgate', () => {
     } finally {
       client.destroy();
     }
+  });
+  describe('the OpenAI chat API on SageMaker containers that speak it', () => {
+    let oai;
+    before(() => {
+      oai = new OpenAI({ baseURL: env.gw.baseURL, apiKey: key, maxRetries: 0, timeout: 15000 });
+    });
+    const ask = (marker, extra = {}) => ({
+      messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: `${marker} tell me something` }],
+      max_tokens: 6,
+      ...extra,
+    });
+
+    test('TGI Messages API, plain: the body passed on, the answer under the model asked, counts from the container', T, async () => {
+      const { data: r, response } = await oai.chat.completions.create({ model: 'tgi-chat', ...ask('marker-oai-1') }).withResponse();
+      const rec = fakeCall('marker-oai-1');
+      assert.equal(rec.op, 'InvokeEndpoint');
+      assert.equal(rec.endpointName, 'tgi-chat');
+      assert.deepEqual(rec.body, { model: 'tgi-chat', ...ask('marker-oai-1') });
+      assert.equal(r.model, 'tgi-chat', 'not TGI\'s "tgi"');
+      assert.match(r.id, /^chatcmpl-/, 'an id where TGI gives ""');
+      assert.equal(r.choices[0].message.content, rec.textSent);
+      assert.equal(r.usage.prompt_tokens, rec.usage.input);
+      assert.equal(r.usage.completion_tokens, rec.usage.output);
+      const row = await waitForUsage(env.configFile, response.headers.get('x-request-id'));
+      assertRow(row, {
+        api: 'openai.chat', model: 'tgi-chat', upstream_model: 'tgi-chat', provider: 'sm', streamed: false,
+        input_tokens: rec.usage.input, output_tokens: rec.usage.output, token_source: 'provider', outcome: 'ok',
+      });
+    });
+
+    test('vLLM, streamed with usage asked: every chunk, the usage chunk, counts from the container', T, async () => {
+      const stream = await oai.chat.completions.create({ model: 'vllm', ...ask('marker-oai-2'), stream: true, stream_options: { include_usage: true } });
+      let text = '';
+      let usage = null;
+      let finish = null;
+      for await (const chunk of stream) {
+        assert.equal(chunk.model, 'vllm');
+        if (chunk.choices[0]?.delta?.content) text += chunk.choices[0].delta.content;
+        if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
+        if (chunk.usage) usage = chunk.usage;
+      }
+      const rec = fakeCall('marker-oai-2');
+      assert.equal(rec.op, 'InvokeEndpointWithResponseStream');
+      assert.equal(text, rec.text);
+      assert.equal(finish, 'length');
+      assert.equal(usage.prompt_tokens, rec.usage.input);
+      assert.equal(usage.completion_tokens, rec.usage.output);
+    });
+
+    test('TGI streamed without usage asked: none reaches the client, the container still counted it', T, async () => {
+      const { data: stream, response } = await oai.chat.completions.create({ model: 'tgi-chat', ...ask('marker-oai-3'), stream: true }).withResponse();
+      let text = '';
+      for await (const chunk of stream) {
+        assert.equal(chunk.usage, undefined, 'no usage chunk when it was not asked for');
+        if (chunk.choices[0]?.delta?.content) text += chunk.choices[0].delta.content;
+      }
+      const rec = fakeCall('marker-oai-3');
+      assert.deepEqual(rec.body.stream_options, { include_usage: true }, 'asked of the container on the client\'s behalf');
+      assert.equal(text, rec.text);
+      const row = await waitForUsage(env.configFile, response.headers.get('x-request-id'));
+      assertRow(row, { api: 'openai.chat-stream', streamed: true, input_tokens: rec.usage.input, output_tokens: rec.usage.output, token_source: 'provider', outcome: 'ok' });
+    });
+
+    test('errors: the container\'s refusal, SageMaker throttling, a broken stream, a container without the API', T, async () => {
+      const bad = await oai.chat.completions.create({ model: 'tgi-chat', ...ask('marker-oai-4'), temperature: -1 }).catch((e) => e);
+      assert.ok(bad instanceof OpenAI.APIError, String(bad));
+      assert.equal(bad.status, 424);
+      assert.match(bad.message, /temperature/);
+      const busy = await oai.chat.completions.create({ model: 'busy-chat', ...ask('marker-oai-5') }).catch((e) => e);
+      assert.equal(busy.status, 429);
+      const tgi = await oai.chat.completions.create({ model: 'tgi', ...ask('marker-oai-6') }).catch((e) => e);
+      assert.equal(tgi.status, 400);
+      assert.equal(tgi.code, 'unsupported_route');
+      assert.equal(fake.requests.filter((r) => r.rawBody.includes('marker-oai-6')).length, 0);
+      const { data: stream, response } = await oai.chat.completions.create({ model: 'mid-chat', ...ask('marker-oai-7'), stream: true }).withResponse();
+      let chunks = 0;
+      for await (const chunk of stream) if (chunk.choices[0]?.delta?.content) chunks++;
+      assert.ok(chunks >= 1, 'what came before the exception was streamed');
+      const row = await waitForUsage(env.configFile, response.headers.get('x-request-id'));
+      assertRow(row, { outcome: 'interrupted', streamed: true });
+    });
   });
 });

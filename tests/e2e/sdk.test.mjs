@@ -375,4 +375,37 @@ describe('the openai@6 SDK on Bedrock-routed models', () => {
     const rows = (await usageList(env.configFile)).filter((u) => u.api === 'openai.embeddings');
     assert.equal(rows.length, 3);
   });
+
+  test('embeddings: several inputs to Titan are one call each, answered in order and billed together', T, async () => {
+    const texts = ['marker-multi alpha', 'marker-multi beta beta', 'marker-multi gamma gamma gamma'];
+    const before = br.calls('InvokeModel', 'amazon.titan-embed-text-v2:0').length;
+    const res = await oai.embeddings.create({ model: 'titan-embed', input: texts, dimensions: 256 }).withResponse();
+    const e = res.data;
+    const calls = br.calls('InvokeModel', 'amazon.titan-embed-text-v2:0').slice(before);
+    assert.deepEqual(calls.map((c) => c.body.inputText), texts, 'one call per input, in order');
+    assert.deepEqual(e.data.map((d) => d.index), [0, 1, 2]);
+    texts.forEach((t, i) => assert.deepEqual(e.data[i].embedding, fakeEmbedding(t, 256, { normalize: true }).map(Math.fround)));
+    const counted = calls.reduce((n, c) => n + c.usage.input, 0);
+    assert.equal(e.usage.prompt_tokens, counted);
+    const id = res.response.headers.get('x-request-id');
+    const row = (await usageList(env.configFile)).find((u) => u.request_id === id);
+    assert.equal(row.input_tokens, counted);
+    assert.equal(row.token_source, 'provider');
+    assert.equal(row.outcome, 'ok');
+  });
+
+  test('embeddings: a Titan call that fails after others answered: the error, and the calls made billed', T, async () => {
+    const before = br.calls('InvokeModel', 'amazon.titan-embed-text-v2:0').length;
+    const long = 'x'.repeat(50001); // over Titan v2's 50,000 characters: ValidationException
+    const err = await oai.embeddings.create({ model: 'titan-embed', input: ['marker-partial ok', long, 'never sent'] }).catch((x) => x);
+    assert.ok(err instanceof OpenAI.APIError, String(err));
+    assert.equal(err.status, 400);
+    assert.match(err.message, /50000|length|validation/i);
+    const calls = br.calls('InvokeModel', 'amazon.titan-embed-text-v2:0').slice(before);
+    assert.equal(calls.length, 2, 'the third input is not sent once the second failed');
+    const rows = (await usageList(env.configFile)).filter((u) => u.api === 'openai.embeddings' && u.outcome === 'upstream_error');
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].input_tokens, calls[0].usage.input);
+    assert.equal(rows[0].status, 400);
+  });
 });
