@@ -239,7 +239,15 @@ typedef struct refcall {
     char **ebodies, **eanswers;
     size_t *elens;
     size_t encalls, ecur;
-    tg_api_aws_target_t t; /* where they go (a configured route's strings) */
+    int64_t etokens; /* Titan's counts of the answers kept */
+    size_t ekept;    /* their bytes, bounded by max_response_bytes */
+    /* Where the call goes, kept for the next embedding call: only a
+     * configured route's strings outlive launch() (a reference call's
+     * target may point at its handler's stack). */
+    tg_api_aws_target_t t;
+    /* A failure of the gateway's own, named in place of finish()'s default. */
+    const char *why, *why_code;
+    int why_status;
     /* The OpenAI API of a SageMaker container (TGI Messages, vLLM, LMI):
      * its own chat answers and chunks, passed on. */
     tg_sse_t smsse;
@@ -440,6 +448,9 @@ static int sm_event(const tg_sse_event_t *e, void *ud)
     }
     cJSON *j = cJSON_ParseWithLength(e->data, e->data_len);
     if (!cJSON_IsObject(j) || cJSON_GetObjectItemCaseSensitive(j, "error")) {
+        /* The container's own error event reaches the client (SDKs raise
+         * it), then the stream ends. */
+        if (j) tg_buf_append(&c->smout, e->raw, e->raw_len);
         cJSON_Delete(j);
         return 1;
     }
@@ -462,6 +473,18 @@ static int sm_event(const tg_sse_event_t *e, void *ud)
     if (!rc) rc = tg_buf_appends(&c->smout, "\n\n");
     free(p);
     return rc;
+}
+
+/* inputTextTokenCount of a Titan embeddings answer, or -1 when it is not one. */
+static int64_t titan_count(const char *b, size_t n)
+{
+    cJSON *j = b ? cJSON_ParseWithLength(b, n) : NULL;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "embedding");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "inputTextTokenCount");
+    int64_t v =
+        cJSON_IsArray(e) && cJSON_IsNumber(t) && t->valuedouble >= 0 ? (int64_t)t->valuedouble : -1;
+    cJSON_Delete(j);
+    return v;
 }
 
 /* usage.prompt_tokens of an OpenAI embeddings answer. */
@@ -497,7 +520,12 @@ static int oai_answer(refcall_t *c, tg_ref_usage_t *u, char *msg, size_t cap)
      * one per input, the last answer still in body, counted in the bodies. */
     tg_br_usage_t bu;
     memset(&bu, 0, sizeof(bu));
-    int counted = c->encalls == 1 && tg_br_usage_from_headers(c->keep, c->nkeep, &bu) == 1;
+    int64_t tokens = -1; /* -1: summed from the answers by the call below */
+    if (c->encalls == 1 && tg_br_usage_from_headers(c->keep, c->nkeep, &bu) == 1) tokens = bu.input;
+    if (c->encalls > 1) {
+        int64_t last = titan_count(b, c->body.len);
+        tokens = last < 0 ? -1 : c->etokens + last;
+    }
     const char *one[1] = {b};
     size_t onelen[1] = {c->body.len};
     const char **bodies = one;
@@ -508,11 +536,11 @@ static int oai_answer(refcall_t *c, tg_ref_usage_t *u, char *msg, size_t cap)
         bodies = (const char **)c->eanswers;
         lens = c->elens;
     }
-    int rc = tg_oai2br_embed_response(c->family, bodies, lens, c->ecur + 1, c->ev.model,
-                                      counted ? bu.input : -1, c->base64, &c->answer,
-                                      &c->answer_len, msg, cap);
+    int rc = tg_oai2br_embed_response(c->family, bodies, lens, c->ecur + 1, c->ev.model, tokens,
+                                      c->base64, &c->answer, &c->answer_len, msg, cap);
     if (c->encalls > 1) c->eanswers[c->ecur] = NULL;
-    if (!rc) prompt_tokens(c->answer, c->answer_len, u);
+    if (!rc && tokens >= 0) u->have = 1, u->input = tokens;
+    if (!rc && tokens < 0) prompt_tokens(c->answer, c->answer_len, u); /* one small answer */
     return rc;
 }
 
@@ -520,13 +548,7 @@ static int oai_answer(refcall_t *c, tg_ref_usage_t *u, char *msg, size_t cap)
  * counted. */
 static void embed_partial(refcall_t *c, tg_ref_usage_t *u)
 {
-    if (c->oai != OAI_EMBED || c->ecur == 0) return;
-    char *out = NULL, msg[64];
-    size_t len = 0;
-    if (tg_oai2br_embed_response(c->family, (const char *const *)c->eanswers, c->elens, c->ecur,
-                                 c->ev.model, -1, 0, &out, &len, msg, sizeof(msg)) == 0)
-        prompt_tokens(out, len, u);
-    free(out);
+    if (c->oai == OAI_EMBED && c->ecur > 0) u->have = 1, u->input = c->etokens;
 }
 
 /* What a stream that did not finish counted (the text so far). */
@@ -549,8 +571,9 @@ static void finish(refcall_t *c, int err)
     c->up = NULL;
     tg_ref_usage_t u;
     memset(&u, 0, sizeof(u));
-    if (c->oai == OAI_SMCHAT && c->streaming && tg_sse_pending(&c->smsse))
-        c->stream_failed = 1; /* it ended inside an event */
+    if (c->oai == OAI_SMCHAT && c->streaming && c->status >= 200 && c->status < 300 &&
+        (tg_sse_pending(&c->smsse) || !c->saw_done))
+        c->stream_failed = 1; /* it ended inside an event, or before its end */
     const char *outcome = TG_OUTCOME_OK;
     char msg[512] = "", code[64] = "";
     int ok = !err && c->status >= 200 && c->status < 300 && !c->stream_failed;
@@ -586,6 +609,11 @@ static void finish(refcall_t *c, int err)
                  err == TG_ETIMEDOUT  ? "The model did not answer in time."
                  : err == TG_ECONNECT ? "The model's endpoint could not be reached."
                                       : "The model's answer broke off.");
+        if (c->why) {
+            c->answer_status = c->why_status;
+            snprintf(code, sizeof(code), "%s", c->why_code);
+            snprintf(msg, sizeof(msg), "%s", c->why);
+        }
         outcome = c->streaming && c->started ? TG_OUTCOME_INTERRUPTED : TG_OUTCOME_FAILED;
         if (c->aborted) c->answer_status = 499, outcome = TG_OUTCOME_ABANDONED;
         if (c->streaming && !c->oai) stream_usage(c, &u);
@@ -630,8 +658,9 @@ static void finish(refcall_t *c, int err)
         ev->image_steps = c->rc.steps;
         snprintf(ev->image_quality, sizeof(ev->image_quality), "%s", c->rc.quality);
     }
-    tg_api_submit_event_at(c->w, c->start_ns, ev, outcome, c->answer_status, c->route,
-                           !c->sagemaker, &c->gov, on_committed, c);
+    /* A stream's client got its 200 whatever came after. */
+    tg_api_submit_event_at(c->w, c->start_ns, ev, outcome, c->started ? 200 : c->answer_status,
+                           c->route, !c->sagemaker, &c->gov, on_committed, c);
 }
 
 /* ---- upstream callbacks ------------------------------------------------------------- */
@@ -653,13 +682,13 @@ static int on_frame(const tg_es_message_t *m, void *ud)
         if (!plen) return 0;
         if (c->oai == OAI_SMCHAT) {
             tg_buf_reset(&c->smout);
-            if (tg_sse_feed(&c->smsse, payload, plen, sm_event, c)) return 1;
+            int fed = tg_sse_feed(&c->smsse, payload, plen, sm_event, c);
             if (c->smout.len && c->req && !c->aborted &&
                 tg_resp_write(c->req, c->smout.data, c->smout.len) == 1 && c->up) {
                 c->paused = 1;
                 tg_upcall_pause(c->up);
             }
-            return 0;
+            return fed ? 1 : 0;
         }
     } else {
         tg_br_event_t bev;
@@ -859,6 +888,16 @@ static int start(refcall_t *c, const char **lines, size_t nl)
 static int next_embedding(refcall_t *c)
 {
     if (c->oai != OAI_EMBED || c->ecur + 1 >= c->encalls || !c->req) return 0;
+    int64_t counted = titan_count(c->body.data, c->body.len);
+    if (counted < 0) return 0; /* unreadable: the answer fails on it, nothing more is sent */
+    if (c->ekept + c->body.len > c->w->gw->cfg->max_response_bytes) {
+        c->why = "The answers to this many inputs are too large: send fewer per request.";
+        c->why_code = "upstream_response_too_large", c->why_status = 502;
+        finish(c, TG_ETOOBIG);
+        return 1;
+    }
+    c->etokens += counted;
+    c->ekept += c->body.len;
     c->elens[c->ecur] = c->body.len;
     c->eanswers[c->ecur++] = c->body.data ? c->body.data : strdup("");
     tg_buf_init(&c->body, c->w->gw->cfg->max_response_bytes);
@@ -872,10 +911,17 @@ static int next_embedding(refcall_t *c)
     const char *lines[TG_API_AWS_MAX_LINES];
     size_t nl = 0;
     int rc = sign(c, c->req->arena, lines, &nl);
-    if (!rc) rc = start(c, lines, nl);
+    if (rc) {
+        c->why_status = rc == TG_EAUTH ? 503 : 500;
+        c->why_code = rc == TG_EAUTH ? "credentials_unavailable" : "internal_error";
+        c->why = rc == TG_EAUTH ? "The gateway has no AWS credentials for this provider right now."
+                                : "The request could not be signed.";
+    } else {
+        rc = start(c, lines, nl);
+    }
     if (rc) {
         c->up = NULL;
-        finish(c, rc == TG_ETIMEDOUT ? rc : rc == TG_EAUTH ? TG_EUPSTREAM : TG_ECONNECT);
+        finish(c, rc == TG_ETIMEDOUT ? rc : c->why ? TG_EUPSTREAM : TG_ECONNECT);
     }
     return 1;
 }
@@ -1032,7 +1078,11 @@ void tg_api_chat_sagemaker(tg_wctx_t *w, tg_req_t *req, const tg_caller_t *who,
     tg_api_aws_target_route(&t, w->gw->cfg, route);
     int stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
     int client_usage = 0;
-    if (stream && tg_api_ask_usage(root, &client_usage) < 0)
+    /* The model the container serves, when the route names it; else none
+     * (TGI ignores it, vLLM and LMI default to the model they serve). */
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "model");
+    if ((route->served_model && !cJSON_AddStringToObject(root, "model", route->served_model)) ||
+        (stream && tg_api_ask_usage(root, &client_usage) < 0))
         return tg_api_error(w, req, TG_ROUTE_CHAT, 503, "overloaded", "Out of memory.", NULL);
     char *body = cJSON_PrintUnformatted(root);
     refcall_t *c = body ? call_new(w, req, &t, stream ? RM_SSE : RM_PLAIN, TG_ROUTE_CHAT) : NULL;

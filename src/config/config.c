@@ -614,6 +614,7 @@ static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, cons
                                          "target_variant",
                                          "custom_attributes",
                                          "format",
+                                         "served_model",
                                          "price",
                                          "max_output_tokens",
                                          NULL};
@@ -637,8 +638,13 @@ static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, cons
         return fail(x, fp, "names no provider in \"providers\"");
     }
     int kind = m->provider->kind;
-    static const char *const sm_only[] = {
-        "endpoint", "inference_component", "target_variant", "custom_attributes", "format", NULL};
+    static const char *const sm_only[] = {"endpoint",
+                                          "inference_component",
+                                          "target_variant",
+                                          "custom_attributes",
+                                          "format",
+                                          "served_model",
+                                          NULL};
     for (const char *const *f = sm_only; *f && kind != TG_PROVIDER_SAGEMAKER; f++)
         if (cJSON_GetObjectItemCaseSensitive(o, *f)) {
             snprintf(fp, sizeof(fp), "%s.%s", p, *f);
@@ -650,6 +656,7 @@ static int parse_model(tg_config_t *c, tg_model_route_t *m, const cJSON *o, cons
             (rc = get_str(x, o, p, "inference_component", 0, &m->inference_component)) ||
             (rc = get_str(x, o, p, "target_variant", 0, &m->target_variant)) ||
             (rc = get_str(x, o, p, "custom_attributes", 0, &m->custom_attributes)) ||
+            (rc = get_str(x, o, p, "served_model", 0, &m->served_model)) ||
             (rc = get_str(x, o, p, "format", 0, &fmt))) {
             free(ep), free(fmt);
             return rc;
@@ -1071,6 +1078,7 @@ void tg_config_free(tg_config_t *c)
         tg_model_route_t *m = &c->models[i];
         free(m->id), free(m->upstream_model), free(m->region), free(m->base_url), free(m->host);
         free(m->inference_component), free(m->target_variant), free(m->custom_attributes);
+        free(m->served_model);
     }
     for (size_t i = 0; i < c->nprice_overrides; i++)
         free(c->price_overrides[i]);

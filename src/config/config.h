@@ -82,8 +82,9 @@ typedef struct {
     char *inference_component; /* sagemaker, NULL when unset */
     char *target_variant;
     char *custom_attributes;
-    int format;    /* sagemaker: TG_SM_FORMAT_* */
-    int has_price; /* the route carries its own price (book key TG_PRICE_ROUTE + id) */
+    int format;         /* sagemaker: TG_SM_FORMAT_* */
+    char *served_model; /* sagemaker: "model" of OpenAI-format bodies; NULL: none sent */
+    int has_price;      /* the route carries its own price (book key TG_PRICE_ROUTE + id) */
     /* Budgets reserve this much output for a call whose request sets no
      * max_tokens (or its kin); default 4096. */
     int64_t max_output_tokens;

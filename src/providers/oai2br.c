@@ -30,7 +30,7 @@
 
 #include "providers/bedrock.h"
 
-#define TITAN_MAX_INPUTS  2048 /* OpenAI's own limit on input arrays: one call each */
+#define TITAN_MAX_INPUTS  256 /* one call each, made in turn: a bound on the wait and memory */
 #define COHERE_MAX_INPUTS 96   /* Cohere embed v3 takes at most 96 texts a call */
 
 /* ---- small helpers --------------------------------------------------------- */

@@ -98,7 +98,7 @@ int tg_oai2br_stream_finish(tg_oai2br_stream_t *s, tg_buf_t *out, int done);
  * body; Cohere takes them all at once (*ncalls 1, input_type
  * "search_document"). family is "titan" or "cohere" (from the model id).
  * bodies (malloc'ed) are freed with tg_oai2br_embed_free. TG_EINVAL (err
- * says why) for token-id or empty input, over 2048 inputs (Titan) or 96
+ * says why) for token-id or empty input, over 256 inputs (Titan: one call each, made in turn) or 96
  * (Cohere), dimensions other than 256 / 512 / 1024 (Titan v2; v1 takes none
  * and Bedrock refuses it) or any dimensions for Cohere, encoding_format
  * other than float / base64, another family; TG_ENOMEM. */

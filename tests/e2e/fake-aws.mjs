@@ -40,6 +40,10 @@
 //   drip.<n>.<ms>.<rest>           n content events (one word each) <ms> apart
 //   cut.<n>.<rest>                 streams: n content events, then the TCP
 //                                  connection is destroyed (no final frame)
+//   inband.<n>.<rest>              SageMaker streams: n content events, then the
+//                                  container's own in-band error event (TGI's
+//                                  {"error", "error_type": "generation"}) and
+//                                  a clean end, no [DONE]; usage recorded as null
 //   ic.<a>[_<b>...].<rest>         SageMaker: the endpoint has these inference
 //                                  components (the header is then required)
 // <rest> defaults to anthropic.claude-3-5-sonnet-20240620-v1:0 (Bedrock) or
@@ -347,7 +351,7 @@ export function bedrockFamily(modelId) {
  * { fail, midstream, slowMs, hang, drip: {n, ms}, cut, id }
  */
 export function parseScript(name, defaultRest) {
-  const s = { fail: null, midstream: null, slowMs: 0, hang: false, drip: null, cut: null, components: null, id: name };
+  const s = { fail: null, midstream: null, slowMs: 0, hang: false, drip: null, cut: null, inband: null, components: null, id: name };
   let rest = String(name);
   for (let guard = 0; guard < 8; guard++) {
     let m;
@@ -375,6 +379,11 @@ export function parseScript(name, defaultRest) {
     if ((m = /^drip\.(\d+)\.(\d+)\.(.+)$/.exec(rest))) {
       s.drip = { n: Number(m[1]), ms: Number(m[2]) };
       rest = m[3];
+      continue;
+    }
+    if ((m = /^inband\.(\d+)\.(.+)$/.exec(rest))) {
+      s.inband = Number(m[1]);
+      rest = m[2];
       continue;
     }
     if ((m = /^cut\.(\d+)\.(.+)$/.exec(rest))) {
@@ -2529,7 +2538,7 @@ export async function startFakeSageMaker({ registry, region = 'us-east-1', accou
       return;
     }
     const contentEvents = ans.events.filter((e) => e.content !== undefined).length;
-    const limit = script.midstream ? 2 : script.cut !== null ? script.cut : Infinity;
+    const limit = script.midstream ? 2 : script.cut !== null ? script.cut : script.inband !== null ? script.inband : Infinity;
     const chosen = [];
     let contentSeen = 0;
     for (const e of ans.events) {
@@ -2572,6 +2581,15 @@ export async function startFakeSageMaker({ registry, region = 'us-east-1', accou
       return;
     }
     if (script.cut !== null && script.cut < contentEvents) return s.cut(later);
+    if (script.inband !== null) {
+      const message = 'Request failed during generation: Server error: CUDA out of memory. Tried to allocate 2.00 GiB';
+      rec.answered = 'inband-error';
+      rec.errorMessage = message;
+      rec.usage = null;
+      s.write(part(Buffer.from(`data:${JSON.stringify({ error: message, error_type: 'generation' })}\n\n`)));
+      s.end();
+      return;
+    }
     rec.usage = ans.usage;
     s.end();
   }

@@ -117,12 +117,13 @@ describe('SageMaker endpoints through tollgate', () => {
         { id: 'tgi', provider: 'sm', endpoint: 'tgi-main', format: 'tgi' },
         { id: 'tgi-chat', provider: 'sm', endpoint: 'tgi-chat', format: 'tgi-messages' },
         { id: 'js', provider: 'sm', endpoint: 'jumpstart-main', format: 'jumpstart' },
-        { id: 'vllm', provider: 'sm', endpoint: 'vllm-main', format: 'openai' },
+        { id: 'vllm', provider: 'sm', endpoint: 'vllm-main', format: 'openai', served_model: 'meta-llama/Llama-3.1-8B-Instruct' },
         { id: 'attrs', provider: 'sm', endpoint: 'tgi-attrs', custom_attributes: 'trace=route', target_variant: 'v1', inference_component: 'ic-1' },
         { id: 'mid', provider: 'sm', endpoint: 'midstream.ModelStreamError.tgi-mid' },
         { id: 'drip', provider: 'sm', endpoint: 'drip.200.50.tgi-drip' },
         { id: 'mid-chat', provider: 'sm', endpoint: 'midstream.ModelStreamError.tgi-midchat', format: 'tgi-messages' },
         { id: 'busy-chat', provider: 'sm', endpoint: 'fail.ThrottlingException.tgi-busy', format: 'tgi-messages' },
+        { id: 'oom-chat', provider: 'sm', endpoint: 'inband.2.tgi-oom', format: 'tgi-messages' },
         ...errRoutes,
       ],
     };
@@ -371,7 +372,7 @@ describe('SageMaker endpoints through tollgate', () => {
       const rec = fakeCall('marker-oai-1');
       assert.equal(rec.op, 'InvokeEndpoint');
       assert.equal(rec.endpointName, 'tgi-chat');
-      assert.deepEqual(rec.body, { model: 'tgi-chat', ...ask('marker-oai-1') });
+      assert.deepEqual(rec.body, ask('marker-oai-1'), 'the client\'s body, without its model: TGI serves one');
       assert.equal(r.model, 'tgi-chat', 'not TGI\'s "tgi"');
       assert.match(r.id, /^chatcmpl-/, 'an id where TGI gives ""');
       assert.equal(r.choices[0].message.content, rec.textSent);
@@ -397,6 +398,7 @@ describe('SageMaker endpoints through tollgate', () => {
       }
       const rec = fakeCall('marker-oai-2');
       assert.equal(rec.op, 'InvokeEndpointWithResponseStream');
+      assert.equal(rec.body.model, 'meta-llama/Llama-3.1-8B-Instruct', 'the route\'s served_model');
       assert.equal(text, rec.text);
       assert.equal(finish, 'length');
       assert.equal(usage.prompt_tokens, rec.usage.input);
@@ -433,7 +435,18 @@ describe('SageMaker endpoints through tollgate', () => {
       for await (const chunk of stream) if (chunk.choices[0]?.delta?.content) chunks++;
       assert.ok(chunks >= 1, 'what came before the exception was streamed');
       const row = await waitForUsage(env.configFile, response.headers.get('x-request-id'));
-      assertRow(row, { outcome: 'interrupted', streamed: true });
+      assertRow(row, { outcome: 'interrupted', streamed: true, status: 200 });
+      // The container's own error event mid-stream reaches the SDK, which raises it.
+      const { data: oom, response: r2 } = await oai.chat.completions.create({ model: 'oom-chat', ...ask('marker-oai-8'), stream: true }).withResponse();
+      let seen = 0;
+      const raised = await (async () => {
+        for await (const chunk of oom) if (chunk.choices[0]?.delta?.content) seen++;
+      })().catch((e) => e);
+      assert.equal(seen, 2);
+      assert.ok(raised instanceof Error, 'the stream raised the error');
+      assert.match(String(raised.message), /CUDA out of memory/);
+      const row2 = await waitForUsage(env.configFile, r2.headers.get('x-request-id'));
+      assertRow(row2, { outcome: 'interrupted', streamed: true, token_source: 'estimated' });
     });
   });
 });

@@ -868,6 +868,19 @@ static void test_embed_titan(void **state)
     out = embed_answer("titan", broken, 1, 1, 0, &rc);
     assert_int_equal(rc, TG_EUPSTREAM);
     assert_null(out);
+
+    /* One call per input, made in turn: at most 256 of them. */
+    cJSON *many = cJSON_CreateObject();
+    cJSON *in = cJSON_AddArrayToObject(many, "input");
+    for (int i = 0; i < 256; i++)
+        cJSON_AddItemToArray(in, cJSON_CreateString("text"));
+    assert_int_equal(tg_oai2br_embed_request(many, "titan", &b, &n, err, sizeof(err)), 0);
+    assert_int_equal(n, 256);
+    tg_oai2br_embed_free(b, n);
+    cJSON_AddItemToArray(in, cJSON_CreateString("one too many"));
+    assert_int_equal(tg_oai2br_embed_request(many, "titan", &b, &n, err, sizeof(err)), TG_EINVAL);
+    assert_non_null(strstr(err, "at most 256"));
+    cJSON_Delete(many);
 }
 
 static void test_embed_cohere(void **state)
