@@ -233,7 +233,10 @@ void tg_writer_port_close(tg_writer_port_t *p);
 int tg_writer_reserve(tg_writer_t *w);
 void tg_writer_unreserve(tg_writer_t *w);
 /* Queues a copy of ev, using a reservation. cb (may be NULL) runs on the
- * port's loop after commit. */
+ * port's loop after commit. A submit with a cb is made on that port's loop
+ * thread, and the writer is woken when that loop would next block (one
+ * wake-up and transaction for the iteration's events); without a cb, at
+ * once. */
 int tg_writer_submit(tg_writer_t *w, const tg_usage_event_t *ev, tg_writer_port_t *port,
                      tg_writer_done_fn cb, void *ud);
 /* Last time (wall ms) the writer's connection answered; 0 if never. */
