@@ -28,6 +28,7 @@
 #include "upstream/upstream.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -93,13 +94,15 @@ typedef struct {
     uv_poll_t poll;
     curl_socket_t fd;
     tg_upstream_t *u;
+    int events;  /* UV_* the poll is started with; 0 when stopped */
+    int idle;    /* libcurl REMOVEd it (a kept connection) but it is still watched */
     link_t link; /* u->socks */
 } sock_t;
 
 struct tg_upcall {
     tg_upstream_t *u;
     CURL *easy;
-    struct curl_slist *hdrs;
+    struct curl_slist *hdrs; /* nodes and strings in this struct's tail: no free */
     tg_upcall_cbs_t cbs;
     void *ud;
     tg_buf_t head; /* header lines of the response being received */
@@ -118,6 +121,9 @@ struct tg_upcall {
     link_t all;                /* u->calls: every call not yet freed */
     link_t fb;                 /* u->fb_wait, sorted by fb_deadline */
     link_t aux;                /* exactly one of u->to_add, u->to_resume, u->zombies, or none */
+    /* The request's header list, built in place (one allocation with the
+     * call instead of two per header): nheaders + 1 nodes, then the lines. */
+    max_align_t tail[];
 };
 
 struct tg_upstream {
@@ -143,6 +149,7 @@ struct tg_upstream {
     size_t nbyfd;
     CURL *pool[EASY_POOL];
     int npool;
+    int no_proxy_env; /* no proxy variables set at create: libcurl need not look */
 };
 
 static void settle(tg_upstream_t *u);
@@ -184,16 +191,15 @@ static void detach(tg_upcall_t *c)
 static void call_free(tg_upcall_t *c)
 {
     tg_upstream_t *u = c->u;
-    curl_slist_free_all(c->hdrs);
     tg_buf_free(&c->head);
     if (c->easy) {
-        /* A reset handle keeps nothing of the call but is cheap to set up again. */
-        if (u->npool < EASY_POOL && !u->destroy_pending) {
-            curl_easy_reset(c->easy);
+        /* Pooled as it is, not reset: its fixed options stay set (see
+         * easy_get), and setup() sets every per-call one again. A reset
+         * frees and re-creates them, a visible share of a call. */
+        if (u->npool < EASY_POOL && !u->destroy_pending)
             u->pool[u->npool++] = c->easy;
-        } else {
+        else
             curl_easy_cleanup(c->easy);
-        }
     }
     free(c);
 }
@@ -342,7 +348,10 @@ static size_t on_curl_header(char *p, size_t size, size_t nmemb, void *ud)
     if (c->status == 0) {
         c->status = parse_status(p, len);
         tg_buf_reset(&c->head);
-        (void)tg_buf_reserve(&c->head, 1024); /* one allocation for a typical head */
+        /* One allocation for a typical head; under 1 KiB, so glibc serves it
+         * from its per-thread cache (a larger request first consolidates the
+         * fast bins, which showed in profiles). */
+        (void)tg_buf_reserve(&c->head, 960);
         return c->status >= 100 ? len : CURL_WRITEFUNC_ERROR;
     }
     if (len > 0 && (p[0] == '\r' || p[0] == '\n')) {
@@ -428,6 +437,14 @@ static void on_poll(uv_poll_t *h, int status, int events)
 {
     sock_t *s = h->data;
     tg_upstream_t *u = s->u;
+    if (s->idle) {
+        /* A kept connection stirred between transfers (the server closed it,
+         * most likely): libcurl is not watching it, so stop; its liveness
+         * check before reuse finds it dead. */
+        uv_poll_stop(&s->poll);
+        s->events = 0;
+        return;
+    }
     int flags = 0;
     if (status < 0) flags = CURL_CSELECT_ERR;
     if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
@@ -525,6 +542,8 @@ static sock_t *sock_for(tg_upstream_t *u, curl_socket_t fd)
     s->poll.data = s;
     s->fd = fd;
     s->u = u;
+    s->events = 0;
+    s->idle = 0;
     u->handles++;
     link_push(&u->socks, &s->link);
     u->byfd[fd] = s;
@@ -537,13 +556,22 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
     sock_t *s = socketp;
     if (what == CURL_POLL_REMOVE) {
         /* libcurl has not closed fd yet, so stopping the poll here is safe;
-         * the handle stays in u->byfd for the connection's next transfer. */
+         * the handle stays in u->byfd for the connection's next transfer.
+         * A kept connection watched for reading only stays registered (idle):
+         * its next transfer watches the same, and each uv_poll_stop/start
+         * pair costs two or three epoll_ctl calls per call otherwise. */
         if (s) {
             curl_multi_assign(u->multi, fd, NULL);
-            if ((size_t)fd < u->nbyfd && u->conn[fd])
-                uv_poll_stop(&s->poll);
-            else
+            if ((size_t)fd < u->nbyfd && u->conn[fd]) {
+                if (s->events == UV_READABLE) {
+                    s->idle = 1;
+                } else {
+                    uv_poll_stop(&s->poll);
+                    s->events = 0;
+                }
+            } else {
                 sock_close(s);
+            }
         }
         return 0;
     }
@@ -555,7 +583,10 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
     int events = 0;
     if (what & CURL_POLL_IN) events |= UV_READABLE;
     if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-    return uv_poll_start(&s->poll, events, on_poll) == 0 ? 0 : -1;
+    s->idle = 0;
+    if (events == s->events) return 0; /* uv_poll_start would re-register it */
+    s->events = uv_poll_start(&s->poll, events, on_poll) == 0 ? events : 0;
+    return s->events ? 0 : -1;
 }
 
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
@@ -622,6 +653,13 @@ int tg_upstream_create(tg_upstream_t **out, uv_loop_t *loop)
         return TG_ENOMEM;
     }
     u->loop = loop;
+    /* libcurl reads these (getenv, one by one) for every transfer; when none
+     * is set, CURLOPT_PROXY "" says so once (same result, no lookups). */
+    static const char *const proxy_env[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                            "ALL_PROXY",  "no_proxy",    "NO_PROXY"};
+    u->no_proxy_env = 1;
+    for (size_t i = 0; i < sizeof(proxy_env) / sizeof(proxy_env[0]); i++)
+        if (getenv(proxy_env[i])) u->no_proxy_env = 0;
     link_init(&u->calls);
     link_init(&u->fb_wait);
     link_init(&u->to_add);
@@ -681,16 +719,18 @@ void tg_upstream_destroy(tg_upstream_t *u)
     if (u->entered == 0) do_destroy(u);
 }
 
-static int setup(tg_upcall_t *c, const tg_upcall_opts_t *o)
-{
-    CURL *e = c->easy;
-    CURLcode rc = CURLE_OK;
 #define SET(opt, val)                                                                              \
     do {                                                                                           \
         if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val);                                    \
     } while (0)
-    SET(CURLOPT_URL, o->url);
-    SET(CURLOPT_PRIVATE, (void *)c);
+
+/* A pooled easy handle, or a new one with the options every call shares. */
+static CURL *easy_get(tg_upstream_t *u)
+{
+    if (u->npool) return u->pool[--u->npool];
+    CURL *e = curl_easy_init();
+    if (!e) return NULL;
+    CURLcode rc = CURLE_OK;
     SET(CURLOPT_PROTOCOLS_STR, "http,https"); /* never file:// or others from a config typo */
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_TCP_NODELAY, 1L);
@@ -699,17 +739,40 @@ static int setup(tg_upcall_t *c, const tg_upcall_opts_t *o)
     SET(CURLOPT_UPLOAD_BUFFERSIZE, RECV_BUFFER); /* default 64 KiB per POSTing call */
     SET(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);   /* a proxy's reply is not the response */
     SET(CURLOPT_HEADERFUNCTION, on_curl_header);
-    SET(CURLOPT_HEADERDATA, (void *)c);
     SET(CURLOPT_WRITEFUNCTION, on_curl_body);
-    SET(CURLOPT_WRITEDATA, (void *)c);
     SET(CURLOPT_PREREQFUNCTION, on_curl_prereq);
-    SET(CURLOPT_PREREQDATA, (void *)c);
     SET(CURLOPT_OPENSOCKETFUNCTION, on_curl_open);
-    SET(CURLOPT_OPENSOCKETDATA, (void *)c->u);
+    SET(CURLOPT_OPENSOCKETDATA, (void *)u);
     SET(CURLOPT_CLOSESOCKETFUNCTION, on_curl_close);
-    SET(CURLOPT_CLOSESOCKETDATA, (void *)c->u);
-    if (o->connect_timeout_ms) SET(CURLOPT_CONNECTTIMEOUT_MS, (long)o->connect_timeout_ms);
-    if (o->total_timeout_ms) SET(CURLOPT_TIMEOUT_MS, (long)o->total_timeout_ms);
+    SET(CURLOPT_CLOSESOCKETDATA, (void *)u);
+    if (u->no_proxy_env) {
+        SET(CURLOPT_PROXY, "");
+        SET(CURLOPT_NOPROXY, "");
+    }
+    if (rc != CURLE_OK) {
+        curl_easy_cleanup(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* The call's own options, every one of them each time: a pooled handle
+ * still holds the previous call's. */
+static int setup(tg_upcall_t *c, const tg_upcall_opts_t *o)
+{
+    CURL *e = c->easy;
+    CURLcode rc = CURLE_OK;
+    SET(CURLOPT_URL, o->url);
+    SET(CURLOPT_PRIVATE, (void *)c);
+    SET(CURLOPT_HEADERDATA, (void *)c);
+    SET(CURLOPT_WRITEDATA, (void *)c);
+    SET(CURLOPT_PREREQDATA, (void *)c);
+    /* 0 is libcurl's default for both: 300 s to connect, no total limit. */
+    SET(CURLOPT_CONNECTTIMEOUT_MS, (long)o->connect_timeout_ms);
+    SET(CURLOPT_TIMEOUT_MS, (long)o->total_timeout_ms);
+    /* The method: undo a previous call's HEAD or custom method first. */
+    SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    SET(CURLOPT_NOBODY, 0L);
 
     const char *m = o->method ? o->method : o->body ? "POST" : "GET";
     if (o->body || strcmp(m, "POST") == 0) {
@@ -723,19 +786,40 @@ static int setup(tg_upcall_t *c, const tg_upcall_opts_t *o)
     } else {
         SET(CURLOPT_CUSTOMREQUEST, m);
     }
+    SET(CURLOPT_HTTPHEADER, c->hdrs);
+    return rc == CURLE_OK ? 0 : rc == CURLE_OUT_OF_MEMORY ? TG_ENOMEM : TG_EINVAL;
+}
 #undef SET
-    if (rc != CURLE_OK) return rc == CURLE_OUT_OF_MEMORY ? TG_ENOMEM : TG_EINVAL;
 
-    for (size_t i = 0; i < o->nheaders; i++) {
-        struct curl_slist *l = curl_slist_append(c->hdrs, o->headers[i]);
-        if (!l) return TG_ENOMEM;
-        c->hdrs = l;
+/* An empty Expect: stops libcurl waiting for 100-continue on big bodies. */
+static const char expect_none[] = "Expect:";
+
+/* Bytes build_headers needs in the call's tail. */
+static size_t headers_size(const tg_upcall_opts_t *o)
+{
+    size_t n = (o->nheaders + 1) * sizeof(struct curl_slist) + sizeof(expect_none);
+    for (size_t i = 0; i < o->nheaders; i++)
+        n += strlen(o->headers[i]) + 1;
+    return n;
+}
+
+/* Lays the header list out in c->tail: libcurl only reads a CURLOPT_HTTPHEADER
+ * list (it is the caller's to keep and free), so its nodes and copies of the
+ * lines can live in the call itself. */
+static void build_headers(tg_upcall_t *c, const tg_upcall_opts_t *o)
+{
+    size_t n = o->nheaders + 1;
+    struct curl_slist *nodes = (struct curl_slist *)(void *)c->tail;
+    char *text = (char *)(nodes + n);
+    for (size_t i = 0; i < n; i++) {
+        const char *h = i < o->nheaders ? o->headers[i] : expect_none;
+        size_t len = strlen(h) + 1;
+        memcpy(text, h, len);
+        nodes[i].data = text;
+        nodes[i].next = i + 1 < n ? &nodes[i + 1] : NULL;
+        text += len;
     }
-    /* An empty Expect: stops libcurl waiting for 100-continue on big bodies. */
-    struct curl_slist *l = curl_slist_append(c->hdrs, "Expect:");
-    if (!l) return TG_ENOMEM;
-    c->hdrs = l;
-    return curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->hdrs) == CURLE_OK ? 0 : TG_EINVAL;
+    c->hdrs = nodes;
 }
 
 int tg_upcall_start(tg_upstream_t *u, const tg_upcall_opts_t *opts, const tg_upcall_cbs_t *cbs,
@@ -745,8 +829,9 @@ int tg_upcall_start(tg_upstream_t *u, const tg_upcall_opts_t *opts, const tg_upc
         !out)
         return TG_EINVAL;
     if (u->destroy_pending) return TG_ECLOSED;
-    tg_upcall_t *c = calloc(1, sizeof(*c));
+    tg_upcall_t *c = calloc(1, sizeof(*c) + headers_size(opts));
     if (!c) return TG_ENOMEM;
+    build_headers(c, opts);
     c->u = u;
     c->cbs = *cbs;
     c->ud = ud;
@@ -756,7 +841,7 @@ int tg_upcall_start(tg_upstream_t *u, const tg_upcall_opts_t *opts, const tg_upc
     link_init(&c->all);
     link_init(&c->fb);
     link_init(&c->aux);
-    c->easy = u->npool ? u->pool[--u->npool] : curl_easy_init();
+    c->easy = easy_get(u);
     int rc = c->easy ? setup(c, opts) : TG_ENOMEM;
     if (rc == 0 && u->depth == 0) {
         if (curl_multi_add_handle(u->multi, c->easy) == CURLM_OK)

@@ -854,6 +854,47 @@ static void test_sequential_calls_reuse_connection(void **state)
         rec_free(&r[i]);
 }
 
+/* Easy handles are pooled without a reset: each call must still go out with
+ * its own method, headers, body and timeouts, nothing of the call before. */
+static void test_pooled_handle_keeps_nothing(void **state)
+{
+    env_t e;
+    env_init(&e);
+    srv_t *s = srv_start(h_hello);
+    char url[128];
+    srv_url(s, url, sizeof(url), "/p");
+    const char *hdrs[] = {"X-Api-Key: k1"};
+    const tg_upcall_opts_t calls[] = {
+        {.method = "POST", .headers = hdrs, .nheaders = 1, .body = "abc", .body_len = 3},
+        {.method = "GET"},
+        {.method = "DELETE"},
+        {.method = "PUT", .body = "xy", .body_len = 2},
+        {.method = "POST"},
+    };
+    const char *lines[] = {"POST /p HTTP/1.1\r\n", "GET /p HTTP/1.1\r\n", "DELETE /p HTTP/1.1\r\n",
+                           "PUT /p HTTP/1.1\r\n", "POST /p HTTP/1.1\r\n"};
+    const size_t bodies[] = {3, 0, 0, 2, 0};
+    for (int i = 0; i < 5; i++) {
+        rec_t r = {.env = &e};
+        start(&r, url, &calls[i]);
+        run_until(&e, is_done, &r, 3000);
+        assert_int_equal(r.err, 0);
+        assert_string_equal(r.body.data, "hello");
+        pthread_mutex_lock(&s->mu);
+        assert_true(strstr(s->head, lines[i]) == s->head);
+        assert_int_equal(s->body_len, bodies[i]);
+        if (i == 0)
+            assert_non_null(strstr(s->head, "\r\nX-Api-Key: k1\r\n"));
+        else
+            assert_null(strstr(s->head, "X-Api-Key"));
+        pthread_mutex_unlock(&s->mu);
+        rec_free(&r);
+    }
+    assert_int_equal(atomic_load(&s->requests), 5);
+    env_done(&e);
+    srv_stop(s);
+}
+
 static void test_non_2xx_is_a_status(void **state)
 {
     env_t e;
@@ -1030,6 +1071,7 @@ int main(void)
         cmocka_unit_test(test_cancel_inside_on_headers),
         cmocka_unit_test(test_cancel_from_outside),
         cmocka_unit_test(test_sequential_calls_reuse_connection),
+        cmocka_unit_test(test_pooled_handle_keeps_nothing),
         cmocka_unit_test(test_non_2xx_is_a_status),
         cmocka_unit_test(test_interim_skipped_and_no_body),
         cmocka_unit_test(test_header_block_over_limit),
