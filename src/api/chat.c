@@ -31,6 +31,7 @@ typedef struct {
     const tg_model_route_t *route;
     size_t provider;
     char *upbody; /* rewritten body (owned) or NULL when the client's is sent */
+    size_t upbody_len;
     int stream;
     int client_wants_usage;
     int status;  /* upstream status */
@@ -161,9 +162,7 @@ static void upstream_over(chat_t *c, int err)
     }
     c->fin = FIN_PASSTHROUGH;
     if (c->status >= 200 && c->status < 300) {
-        cJSON *root = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
-        if (root) c->saw_usage = tg_openai_usage(root, &c->ev);
-        cJSON_Delete(root);
+        c->saw_usage = tg_openai_usage_body(c->body.data ? c->body.data : "", c->body.len, &c->ev);
         record(c, TG_OUTCOME_OK, c->status);
     } else {
         record(c, TG_OUTCOME_UPSTREAM_ERROR, c->status);
@@ -275,18 +274,45 @@ static void on_abort(tg_req_t *req)
 
 /* ---- request --------------------------------------------------------------- */
 
-/* Rewrites the request for the upstream. Returns 1 when root changed. */
-static int rewrite(cJSON *root, const tg_model_route_t *route, int stream, int *client_usage)
+/* The client's body with the top-level "model" value replaced by model,
+ * spliced into the bytes as they are (nothing else is re-printed, so numbers
+ * keep their digits): malloc'ed, or NULL when the member cannot be located
+ * without a parse (the tree is printed instead). */
+static char *splice_model(const tg_req_t *req, const char *model, size_t *len)
 {
+    const char *v;
+    size_t vlen;
+    if (tg_json_member(req->body, req->body_len, "model", &v, &vlen) != 1) return NULL;
+    tg_buf_t b;
+    tg_buf_init(&b, 0);
+    size_t head = (size_t)(v - req->body), mlen = strlen(model);
+    if (tg_buf_reserve(&b, req->body_len + mlen + 8) || tg_buf_append(&b, req->body, head) ||
+        tg_buf_json_str(&b, model, mlen) ||
+        tg_buf_append(&b, v + vlen, req->body_len - head - vlen)) {
+        tg_buf_free(&b);
+        return NULL;
+    }
+    *len = b.len;
+    return b.data;
+}
+
+/* Rewrites the request for the upstream into c->upbody (NULL when the
+ * client's body goes as it is). */
+static void rewrite(chat_t *c, cJSON *root, const tg_req_t *req, const tg_model_route_t *route)
+{
+    int model = strcmp(route->upstream_model, route->id) != 0;
     int changed = 0;
-    if (strcmp(route->upstream_model, route->id) != 0) {
+    c->client_wants_usage = 0;
+    if (c->stream && tg_api_ask_usage(root, &c->client_wants_usage)) changed = 1;
+    /* Only the model to change (the usual plain call): splice, no re-print. */
+    if (model && !changed && (c->upbody = splice_model(req, route->upstream_model, &c->upbody_len)))
+        return;
+    if (model) {
         cJSON_ReplaceItemInObjectCaseSensitive(root, "model",
                                                cJSON_CreateString(route->upstream_model));
         changed = 1;
     }
-    *client_usage = 0;
-    if (stream && tg_api_ask_usage(root, client_usage)) changed = 1;
-    return changed;
+    if (changed && (c->upbody = cJSON_PrintUnformatted(root))) c->upbody_len = strlen(c->upbody);
 }
 
 int tg_api_ask_usage(cJSON *root, int *client_usage)
@@ -408,24 +434,22 @@ static void openai_call(tg_wctx_t *w, tg_req_t *req, int completions)
     tg_buf_init(&c->body, w->gw->cfg->max_response_bytes);
     tg_buf_init(&c->out, 0);
     tg_sse_init(&c->sse, 1 << 20);
-    if (rewrite(root, route, c->stream, &c->client_wants_usage)) {
-        c->upbody = cJSON_PrintUnformatted(root);
-    }
+    rewrite(c, root, req, route);
     cJSON_Delete(root);
 
     tg_usage_event_t *ev = &c->ev;
     tg_api_new_id(w, ev->id, sizeof(ev->id), "evt_");
     tg_api_new_id(w, ev->request_id, sizeof(ev->request_id), "req_");
     ev->started_ms = tg_wall_ms() - (int64_t)((tg_now_ns() - req->start_ns) / 1000000);
-    snprintf(ev->unit, sizeof(ev->unit), "%s", who.unit);
-    snprintf(ev->team, sizeof(ev->team), "%s", who.team);
-    snprintf(ev->key_id, sizeof(ev->key_id), "%s", who.id);
-    snprintf(ev->model, sizeof(ev->model), "%s", route->id);
-    snprintf(ev->upstream_model, sizeof(ev->upstream_model), "%s", route->upstream_model);
-    snprintf(ev->provider, sizeof(ev->provider), "%s", route->provider->name);
-    snprintf(ev->region, sizeof(ev->region), "%s", route->region);
-    snprintf(ev->api, sizeof(ev->api), completions ? "openai.completions" : "openai.chat");
-    snprintf(ev->price_version, sizeof(ev->price_version), "none");
+    tg_strlcpy(ev->unit, who.unit, sizeof(ev->unit));
+    tg_strlcpy(ev->team, who.team, sizeof(ev->team));
+    tg_strlcpy(ev->key_id, who.id, sizeof(ev->key_id));
+    tg_strlcpy(ev->model, route->id, sizeof(ev->model));
+    tg_strlcpy(ev->upstream_model, route->upstream_model, sizeof(ev->upstream_model));
+    tg_strlcpy(ev->provider, route->provider->name, sizeof(ev->provider));
+    tg_strlcpy(ev->region, route->region, sizeof(ev->region));
+    tg_strlcpy(ev->api, completions ? "openai.completions" : "openai.chat", sizeof(ev->api));
+    tg_strlcpy(ev->price_version, "none", sizeof(ev->price_version));
     ev->streamed = c->stream;
 
     const char *headers[3];
@@ -439,7 +463,7 @@ static void openai_call(tg_wctx_t *w, tg_req_t *req, int completions)
         .headers = headers,
         .nheaders = nh,
         .body = c->upbody ? c->upbody : req->body,
-        .body_len = c->upbody ? strlen(c->upbody) : req->body_len,
+        .body_len = c->upbody ? c->upbody_len : req->body_len,
         .connect_timeout_ms = route->connect_timeout_ms,
         .first_byte_timeout_ms = route->first_byte_timeout_ms,
         .total_timeout_ms = route->total_timeout_ms,

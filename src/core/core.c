@@ -1,6 +1,7 @@
 /* core.c - error names, bounded buffers, arena, clocks, ids and logging. */
 #include "core/core.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -183,6 +184,145 @@ int tg_buf_json_str(tg_buf_t *b, const char *s, size_t n)
         if (rc) return rc;
     }
     return tg_buf_append(b, "\"", 1);
+}
+
+/* ---- JSON without a parse ---- */
+
+enum { JSON_MAX_DEPTH = 1000 }; /* cJSON's own nesting limit */
+
+static const char *json_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* p at the opening quote; returns the byte after the closing one, or NULL.
+ * *escaped tells whether the string holds a backslash. memchr finds the
+ * quote and any backslash before it (raw control characters pass, as cJSON
+ * lets them); only escapes are looked at byte by byte. */
+static const char *json_string(const char *p, const char *end, int *escaped)
+{
+    *escaped = 0;
+    for (p++;;) {
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        if (!q) return NULL;
+        const char *b = memchr(p, '\\', (size_t)(q - p));
+        if (!b) return q + 1;
+        *escaped = 1;
+        p = b + 1; /* the escaped character; may be the quote found above */
+        if (!*p || !strchr("\"\\/bfnrtu", *p)) return NULL;
+        if (*p == 'u') {
+            if (end - p <= 4) return NULL;
+            for (int i = 1; i <= 4; i++)
+                if (!isxdigit((unsigned char)p[i])) return NULL;
+            p += 4;
+        }
+        p++;
+    }
+}
+
+static const char *json_digits(const char *p, const char *end)
+{
+    const char *s = p;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    return p > s ? p : NULL;
+}
+
+/* A number as JSON writes it: -?int(.digits)?([eE][+-]?digits)? */
+static const char *json_number(const char *p, const char *end)
+{
+    if (p < end && *p == '-') p++;
+    if (p < end && *p == '0')
+        p++;
+    else if (!(p = json_digits(p, end)))
+        return NULL;
+    if (p < end && *p == '.' && !(p = json_digits(p + 1, end))) return NULL;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (!(p = json_digits(p, end))) return NULL;
+    }
+    return p;
+}
+
+static const char *json_word(const char *p, const char *end, const char *w)
+{
+    size_t n = strlen(w);
+    return (size_t)(end - p) >= n && memcmp(p, w, n) == 0 ? p + n : NULL;
+}
+
+/* p at a value's first byte; returns the byte after it, or NULL. */
+static const char *json_value(const char *p, const char *end, int depth)
+{
+    if (p >= end) return NULL;
+    int esc;
+    if (*p == '"') return json_string(p, end, &esc);
+    if (*p == '{' || *p == '[') {
+        char close = *p == '{' ? '}' : ']';
+        if (depth >= JSON_MAX_DEPTH) return NULL;
+        p = json_ws(p + 1, end);
+        if (p < end && *p == close) return p + 1;
+        for (;;) {
+            if (close == '}') {
+                if (p >= end || *p != '"' || !(p = json_string(p, end, &esc))) return NULL;
+                p = json_ws(p, end);
+                if (p >= end || *p != ':') return NULL;
+                p = json_ws(p + 1, end);
+            }
+            if (!(p = json_value(p, end, depth + 1))) return NULL;
+            p = json_ws(p, end);
+            if (p < end && *p == close) return p + 1;
+            if (p >= end || *p != ',') return NULL;
+            p = json_ws(p + 1, end);
+        }
+    }
+    if (*p == 't') return json_word(p, end, "true");
+    if (*p == 'f') return json_word(p, end, "false");
+    if (*p == 'n') return json_word(p, end, "null");
+    return json_number(p, end);
+}
+
+int tg_json_member(const char *json, size_t len, const char *name, const char **val, size_t *vlen)
+{
+    const char *end = json + len, *p = json_ws(json, end);
+    size_t nlen = strlen(name);
+    int found = 0;
+    if (p >= end || *p != '{') return -1;
+    p = json_ws(p + 1, end);
+    if (p < end && *p == '}') return 0;
+    for (;;) {
+        int esc;
+        const char *k = p;
+        if (p >= end || *p != '"' || !(p = json_string(p, end, &esc))) return -1;
+        if (esc) return -1;
+        int match = !found && (size_t)(p - k - 2) == nlen && memcmp(k + 1, name, nlen) == 0;
+        p = json_ws(p, end);
+        if (p >= end || *p != ':') return -1;
+        p = json_ws(p + 1, end);
+        const char *v = p;
+        if (!(p = json_value(p, end, 1))) return -1;
+        if (match) {
+            *val = v;
+            *vlen = (size_t)(p - v);
+            found = 1;
+        }
+        p = json_ws(p, end);
+        if (p < end && *p == '}') return found;
+        if (p >= end || *p != ',') return -1;
+        p = json_ws(p + 1, end);
+    }
+}
+
+size_t tg_strlcpy(char *dst, const char *src, size_t cap)
+{
+    size_t n = strlen(src);
+    if (cap == 0) return n;
+    size_t k = n < cap ? n : cap - 1;
+    memcpy(dst, src, k);
+    dst[k] = '\0';
+    return n;
 }
 
 /* ---- arena ---- */

@@ -57,6 +57,22 @@ void tg_buf_free(tg_buf_t *b);
 /* Appends s as a JSON string literal (with quotes and escapes). */
 int tg_buf_json_str(tg_buf_t *b, const char *s, size_t n);
 
+/* ---- JSON without a parse ---------------------------------------------- */
+
+/* Finds the value of the first member called name in the top-level object of
+ * json[0..len), checking the whole object's structure on the way (trailing
+ * bytes after it are ignored, as cJSON does). Returns 1 with *val and *vlen
+ * set to the value's bytes, 0 when the object has no such member, and -1 when
+ * json is not a well-formed object, nests deeper than 1000, or has a
+ * top-level name written with escapes (it cannot tell whether that one is
+ * name): a caller then falls back to a real parse. For reading one member of
+ * a large document without building a tree of it. */
+int tg_json_member(const char *json, size_t len, const char *name, const char **val, size_t *vlen);
+
+/* Copies src into dst[cap], truncating, NUL-terminated (nothing written when
+ * cap is 0); returns strlen(src). snprintf("%s") without the format work. */
+size_t tg_strlcpy(char *dst, const char *src, size_t cap);
+
 /* Reads a whole file into a new NUL-terminated buffer (free it), at most max
  * bytes: NULL with errno set when it cannot be read, EFBIG when larger. */
 char *tg_read_file(const char *path, size_t max, size_t *len);

@@ -3,7 +3,10 @@
  * chunk (text only) is forwarded without a JSON parse. */
 #include "providers/openai.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "core/core.h"
 
 static int64_t num(const cJSON *obj, const char *name)
 {
@@ -12,9 +15,9 @@ static int64_t num(const cJSON *obj, const char *name)
     return (int64_t)v->valuedouble;
 }
 
-int tg_openai_usage(const cJSON *obj, tg_usage_event_t *ev)
+/* Reads a usage object into ev; 0 when u is not an object. */
+static int read_usage(const cJSON *u, tg_usage_event_t *ev)
 {
-    const cJSON *u = cJSON_GetObjectItemCaseSensitive(obj, "usage");
     if (!cJSON_IsObject(u)) return 0;
     int64_t prompt = num(u, "prompt_tokens");
     int64_t cached =
@@ -25,6 +28,66 @@ int tg_openai_usage(const cJSON *obj, tg_usage_event_t *ev)
     ev->output_tokens = num(u, "completion_tokens");
     ev->token_source = TG_TOKENS_PROVIDER;
     return 1;
+}
+
+int tg_openai_usage(const cJSON *obj, tg_usage_event_t *ev)
+{
+    return read_usage(cJSON_GetObjectItemCaseSensitive(obj, "usage"), ev);
+}
+
+/* num() on an object's bytes: 1 with *out set (0 when the member is absent
+ * or not a number, as num() says), 0 when unsure (then parse instead). */
+static int span_num(const char *obj, size_t len, const char *name, int64_t *out)
+{
+    const char *v;
+    size_t n;
+    int found = tg_json_member(obj, len, name, &v, &n);
+    if (found < 0) return 0;
+    *out = 0;
+    if (found == 0 || !(*v == '-' || (*v >= '0' && *v <= '9'))) return 1;
+    char tmp[64]; /* tg_json_member checked the JSON number syntax */
+    if (n >= sizeof(tmp)) return 0;
+    memcpy(tmp, v, n);
+    tmp[n] = '\0';
+    double d = strtod(tmp, NULL); /* what cJSON does with it (C locale) */
+    if (d >= 0 && d <= 9e15) *out = (int64_t)d;
+    return 1;
+}
+
+/* read_usage() on the bytes of the usage value; -1 when unsure. */
+static int span_usage(const char *u, size_t len, tg_usage_event_t *ev)
+{
+    if (*u != '{') return 0; /* not an object: no usage */
+    int64_t prompt, cached = 0, out;
+    const char *d;
+    size_t dlen;
+    int details = tg_json_member(u, len, "prompt_tokens_details", &d, &dlen);
+    if (details < 0 || !span_num(u, len, "prompt_tokens", &prompt) ||
+        !span_num(u, len, "completion_tokens", &out) ||
+        (details > 0 && *d == '{' && !span_num(d, dlen, "cached_tokens", &cached)))
+        return -1;
+    if (cached > prompt) cached = prompt;
+    ev->input_tokens = prompt - cached;
+    ev->cache_read_tokens = cached;
+    ev->output_tokens = out;
+    ev->token_source = TG_TOKENS_PROVIDER;
+    return 1;
+}
+
+int tg_openai_usage_body(const char *body, size_t len, tg_usage_event_t *ev)
+{
+    const char *v = NULL;
+    size_t vlen = 0;
+    int found = tg_json_member(body, len, "usage", &v, &vlen);
+    if (found == 0) return 0;
+    if (found > 0) {
+        int rc = span_usage(v, vlen, ev);
+        if (rc >= 0) return rc;
+    }
+    cJSON *root = found > 0 ? cJSON_ParseWithLength(v, vlen) : cJSON_ParseWithLength(body, len);
+    int rc = root ? (found > 0 ? read_usage(root, ev) : tg_openai_usage(root, ev)) : 0;
+    cJSON_Delete(root);
+    return rc;
 }
 
 static int64_t content_chars(const cJSON *content)

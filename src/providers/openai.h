@@ -15,6 +15,10 @@
 /* Reads obj.usage into ev's token fields. Returns 1 when obj carried a usage
  * object, 0 when not (ev untouched). */
 int tg_openai_usage(const cJSON *obj, tg_usage_event_t *ev);
+/* The same from a whole response body: only its top-level "usage" value is
+ * parsed (a completion's text is skipped, not copied into a tree); the body
+ * is parsed whole only when it is not plainly a well-formed object. */
+int tg_openai_usage_body(const char *body, size_t len, tg_usage_event_t *ev);
 
 /* A rough input-token estimate (4 characters a token) from a chat request's
  * messages, for calls that end before the provider reports its counts. */

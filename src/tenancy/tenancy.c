@@ -30,9 +30,22 @@ enum { SECRET_BODY = 43 }; /* 43 * log2(62) = 256.1 bits */
 
 static const char base62[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
+/* SHA-256 fetched once: OpenSSL 3's one-shot SHA256() looks the algorithm up
+ * by name (under a lock) on every call, a visible share of a request's
+ * authentication. NULL (fetch failed) falls back to the one-shot. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 void tg_key_hash(const char *secret, size_t len, uint8_t out[32])
 {
-    SHA256((const unsigned char *)secret, len, out);
+    pthread_once(&sha256_once, sha256_fetch);
+    if (!sha256_md || !EVP_Digest(secret, len, out, NULL, sha256_md, NULL))
+        SHA256((const unsigned char *)secret, len, out);
 }
 
 /* Fills out[0..n) with uniform base62 characters. Bytes >= 248 (= 4 * 62)

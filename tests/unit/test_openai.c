@@ -3,10 +3,12 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "core/core.h"
 #include "providers/openai.h"
 
 static void test_usage_with_cache(void **state)
@@ -51,6 +53,98 @@ static void test_usage_clamps_bad_values(void **state)
     cJSON_Delete(j);
 }
 
+/* The body path reads only the top-level usage member; it must agree with a
+ * whole parse on every well-formed body and fall back to one when unsure. */
+static void test_usage_body(void **state)
+{
+    static const struct {
+        const char *body;
+        int rc;
+        int64_t in, out;
+    } cases[] = {
+        {"{\"id\":\"x\",\"choices\":[{\"message\":{\"content\":\"a \\\"usage\\\": {}\"}}],"
+         "\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":34}}",
+         1, 12, 34},
+        /* nested usage members are not the response's */
+        {"{\"choices\":[{\"usage\":{\"prompt_tokens\":9}}],\"x\":[1,-2.5e+3,true,false,null]}", 0,
+         0, 0},
+        /* the first of two wins, as with cJSON_GetObjectItem */
+        {" {\"usage\" : {\"prompt_tokens\":1,\"completion_tokens\":2} , "
+         "\"usage\":{\"prompt_tokens\":5}}",
+         1, 1, 2},
+        {"{\"usage\":null}", 0, 0, 0},
+        {"{\"usage\":7}", 0, 0, 0},
+        /* the numbers as num() reads them: clamped, truncated, cached apart */
+        {"{\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":12.9,"
+         "\"prompt_tokens_details\":{\"cached_tokens\":60}}}",
+         1, 40, 12},
+        {"{\"usage\":{\"prompt_tokens\":-5,\"completion_tokens\":1e16,"
+         "\"prompt_tokens_details\":[{\"cached_tokens\":3}]}}",
+         1, 0, 0},
+        {"{\"usage\":{\"prompt_tokens\":\"9\",\"completion_tokens\":2.5E+1,"
+         "\"prompt_tokens_details\":{\"cached_tokens\":90}}}",
+         1, 0, 25},
+        /* an escaped name inside usage: parsed */
+        {"{\"usage\":{\"prompt_\\u0074okens\":8,\"completion_tokens\":1}}", 1, 8, 1},
+        {"{}", 0, 0, 0},
+        /* an escaped top-level name: found by the whole parse */
+        {"{\"us\\u0061ge\":{\"prompt_tokens\":3,\"completion_tokens\":4}}", 1, 3, 4},
+        /* what the scanner refuses goes to cJSON, which takes "01" */
+        {"{\"usage\":{\"prompt_tokens\":3},\"x\":01}", 1, 3, 0},
+        /* raw control characters in strings pass, as cJSON lets them */
+        {"{\"x\":\"a\x01\nb\\\"\",\"usage\":{\"prompt_tokens\":3}}", 1, 3, 0},
+        /* malformed bodies yield nothing, whatever usage they hold */
+        {"{\"usage\":{\"prompt_tokens\":3},\"x\":\"a\\", 0, 0, 0},
+        {"{\"usage\":{\"prompt_tokens\":3},\"x\":tru}", 0, 0, 0},
+        {"{\"usage\":{\"prompt_tokens\":3},\"x\":\"\\q\"}", 0, 0, 0},
+        {"{\"usage\":{\"prompt_tokens\":3}", 0, 0, 0},
+        {"[{\"usage\":{\"prompt_tokens\":3}}]", 0, 0, 0},
+        {"", 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        tg_usage_event_t ev;
+        memset(&ev, 0, sizeof(ev));
+        const char *b = cases[i].body;
+        assert_int_equal(tg_openai_usage_body(b, strlen(b), &ev), cases[i].rc);
+        assert_int_equal(ev.input_tokens, cases[i].in);
+        assert_int_equal(ev.output_tokens, cases[i].out);
+        /* the same answer as a whole parse */
+        cJSON *j = cJSON_ParseWithLength(b, strlen(b));
+        tg_usage_event_t ref;
+        memset(&ref, 0, sizeof(ref));
+        assert_int_equal(j ? tg_openai_usage(j, &ref) : 0, cases[i].rc);
+        assert_int_equal(ref.input_tokens, ev.input_tokens);
+        assert_int_equal(ref.cache_read_tokens, ev.cache_read_tokens);
+        assert_int_equal(ref.output_tokens, ev.output_tokens);
+        cJSON_Delete(j);
+    }
+}
+
+static void test_json_member(void **state)
+{
+    const char *v = NULL;
+    size_t n = 0;
+    const char *j = "{\"model\" :\t\"m\\\"1\", \"messages\":[{\"model\":\"inner\"}]}";
+    assert_int_equal(tg_json_member(j, strlen(j), "model", &v, &n), 1);
+    assert_int_equal(n, 6);
+    assert_memory_equal(v, "\"m\\\"1\"", 6);
+    assert_int_equal(tg_json_member(j, strlen(j), "stream", &v, &n), 0);
+    /* depth is bounded like cJSON's: 1000 levels */
+    char deep[2100];
+    size_t k = 0;
+    k += (size_t)sprintf(deep, "{\"a\":");
+    for (int i = 0; i < 1000; i++)
+        deep[k++] = '[';
+    for (int i = 0; i < 1000; i++)
+        deep[k++] = ']';
+    deep[k++] = '}';
+    assert_int_equal(tg_json_member(deep, k, "a", &v, &n), -1);
+    char buf[4];
+    assert_int_equal(tg_strlcpy(buf, "abcdef", sizeof(buf)), 6);
+    assert_string_equal(buf, "abc");
+    assert_int_equal(tg_strlcpy(buf, "ab", 0), 2);
+}
+
 static void test_chunk_checks(void **state)
 {
     const char *a = "{\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}";
@@ -82,6 +176,8 @@ int main(void)
         cmocka_unit_test(test_usage_with_cache),
         cmocka_unit_test(test_usage_absent_or_null),
         cmocka_unit_test(test_usage_clamps_bad_values),
+        cmocka_unit_test(test_usage_body),
+        cmocka_unit_test(test_json_member),
         cmocka_unit_test(test_chunk_checks),
         cmocka_unit_test(test_estimate),
     };
