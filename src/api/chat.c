@@ -97,19 +97,9 @@ static void on_committed(void *ud, int status)
         tg_api_error(w, req, TG_ROUTE_CHAT, c->err_status, c->err_code, c->err_msg,
                      c->ev.request_id);
         break;
-    default: {
-        /* The cost as an SSE comment (clients skip comments), then [DONE]. */
-        char tail[96] = ": x-tollgate-cost-usd=";
-        size_t n = strlen(tail);
-        int len = tg_usd_format(c->ev.cost_total, tail + n, sizeof(tail) - n);
-        n += len > 0 ? (size_t)len : 0;
-        n += (size_t)snprintf(tail + n, sizeof(tail) - n, "\n\n%s",
-                              c->saw_done ? "data: [DONE]\n\n" : "");
-        if (!c->aborted) tg_resp_write(req, tail, n);
-        tg_api_log(w, req, TG_ROUTE_CHAT, c->ev.status, c->ev.request_id, c->ev.key_id);
-        tg_resp_end(req);
+    default:
+        tg_api_oai_stream_end(w, req, TG_ROUTE_CHAT, c->ev.status, &c->ev, c->saw_done, c->aborted);
         break;
-    }
     }
     chat_free(c);
 }

@@ -119,6 +119,19 @@ void tg_api_log(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *
     access_log(w, req, status, request_id, key_id);
 }
 
+void tg_api_oai_stream_end(tg_wctx_t *w, tg_req_t *req, int route, int status,
+                           const tg_usage_event_t *ev, int done, int aborted)
+{
+    char tail[96] = ": x-tollgate-cost-usd=";
+    size_t n = strlen(tail);
+    int len = tg_usd_format(ev->cost_total, tail + n, sizeof(tail) - n);
+    n += len > 0 ? (size_t)len : 0;
+    n += (size_t)snprintf(tail + n, sizeof(tail) - n, "\n\n%s", done ? "data: [DONE]\n\n" : "");
+    if (!aborted) tg_resp_write(req, tail, n);
+    tg_api_log(w, req, route, status, ev->request_id, ev->key_id);
+    tg_resp_end(req);
+}
+
 void tg_api_send(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *content_type,
                  const char *request_id, const void *body, size_t len)
 {

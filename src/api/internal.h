@@ -116,6 +116,11 @@ void tg_api_error(tg_wctx_t *w, tg_req_t *req, int route, int status, const char
 void tg_api_send(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *content_type,
                  const char *request_id, const void *body, size_t len);
 /* Counts and logs a response finished some other way (a stream). */
+/* Ends an OpenAI-style stream once its usage is committed: the cost as an SSE
+ * comment (clients skip comments), then "data: [DONE]" when done; nothing is
+ * written to a client that left. Logs the request and ends the response. */
+void tg_api_oai_stream_end(tg_wctx_t *w, tg_req_t *req, int route, int status,
+                           const tg_usage_event_t *ev, int done, int aborted);
 void tg_api_log(tg_wctx_t *w, tg_req_t *req, int route, int status, const char *request_id,
                 const char *key_id);
 /* Finishes ev (outcome, status, end time, latency from req's start, cost as

@@ -333,15 +333,8 @@ static void on_committed(void *ud, int status)
             break;
         }
         if (req && c->started && c->oai == OAI_SMCHAT) {
-            char tail[96] = ": x-tollgate-cost-usd=";
-            size_t n = strlen(tail);
-            int len = tg_usd_format(c->ev.cost_total, tail + n, sizeof(tail) - n);
-            n += len > 0 ? (size_t)len : 0;
-            n += (size_t)snprintf(tail + n, sizeof(tail) - n, "\n\n%s",
-                                  c->answer_status == 200 ? "data: [DONE]\n\n" : "");
-            if (!c->aborted) tg_resp_write(req, tail, n);
-            tg_api_log(w, req, c->route_id, 200, c->ev.request_id, c->ev.key_id);
-            tg_resp_end(req);
+            tg_api_oai_stream_end(w, req, c->route_id, 200, &c->ev, c->answer_status == 200,
+                                  c->aborted);
             break;
         }
         if (req && c->started) {
