@@ -1,5 +1,10 @@
 /* upstream.c - libcurl multi driven by a worker's libuv loop.
  *
+ * Plain http:// calls go to the native HTTP/1.1 client (h1.c) instead when no
+ * proxy variable is set; tg_upcall_start picks, and every other entry point
+ * follows the call's first byte (TG_UPCALL_NATIVE). What follows is the
+ * libcurl side, which serves https://, proxies, and TG_UPSTREAM_CURL=1.
+ *
  * libcurl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION: one
  * uv_poll_t per socket) and when to wake it (CURLMOPT_TIMERFUNCTION: one
  * uv_timer_t); we hand readiness back with curl_multi_socket_action and then
@@ -27,6 +32,8 @@
  * of the tg_upstream_t itself are freed from close callbacks. */
 #include "upstream/upstream.h"
 
+#include "upstream/h1.h"
+
 #include <assert.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -49,57 +56,19 @@
 #define EASY_POOL        32          /* reset easy handles kept for reuse */
 #define STACK_HEADERS    64          /* headers parsed without malloc */
 
-/* ---- intrusive circular lists (a head is its own sentinel) ------------- */
-
-typedef struct link {
-    struct link *prev, *next;
-} link_t;
-
-#define container_of(p, T, m) ((T *)((char *)(p)-offsetof(T, m)))
-
-static void link_init(link_t *l)
-{
-    l->prev = l->next = l;
-}
-
-static int link_empty(const link_t *l)
-{
-    return l->next == l;
-}
-
-static void link_insert_after(link_t *at, link_t *l)
-{
-    l->prev = at;
-    l->next = at->next;
-    at->next->prev = l;
-    at->next = l;
-}
-
-static void link_push(link_t *head, link_t *l)
-{
-    link_insert_after(head->prev, l);
-}
-
-/* Safe on an unlinked node (it points to itself). */
-static void link_del(link_t *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    link_init(l);
-}
-
 /* ---- types ---------------------------------------------------------------- */
 
 typedef struct {
     uv_poll_t poll;
     curl_socket_t fd;
     tg_upstream_t *u;
-    int events;  /* UV_* the poll is started with; 0 when stopped */
-    int idle;    /* libcurl REMOVEd it (a kept connection) but it is still watched */
-    link_t link; /* u->socks */
+    int events;     /* UV_* the poll is started with; 0 when stopped */
+    int idle;       /* libcurl REMOVEd it (a kept connection) but it is still watched */
+    tg_link_t link; /* u->socks */
 } sock_t;
 
 struct tg_upcall {
+    unsigned char native; /* 0: a libcurl call (see TG_UPCALL_NATIVE) */
     tg_upstream_t *u;
     CURL *easy;
     struct curl_slist *hdrs; /* nodes and strings in this struct's tail: no free */
@@ -118,9 +87,9 @@ struct tg_upcall {
     unsigned curl_paused : 1;  /* libcurl holds bytes for us (we returned PAUSE) */
     unsigned canceled : 1;     /* no callback may run any more */
     unsigned done : 1;         /* on_done is running */
-    link_t all;                /* u->calls: every call not yet freed */
-    link_t fb;                 /* u->fb_wait, sorted by fb_deadline */
-    link_t aux;                /* exactly one of u->to_add, u->to_resume, u->zombies, or none */
+    tg_link_t all;             /* u->calls: every call not yet freed */
+    tg_link_t fb;              /* u->fb_wait, sorted by fb_deadline */
+    tg_link_t aux;             /* exactly one of u->to_add, u->to_resume, u->zombies, or none */
     /* The request's header list, built in place (one allocation with the
      * call instead of two per header): nheaders + 1 nodes, then the lines. */
     max_align_t tail[];
@@ -137,7 +106,7 @@ struct tg_upstream {
     int handles;         /* open or closing uv handles; u is freed when 0 after destroy */
     int destroy_pending; /* destroy asked from a callback; done on the way out */
     int destroying;      /* handles are closing; freed in the last close callback */
-    link_t calls, fb_wait, to_add, to_resume, zombies, socks;
+    tg_link_t calls, fb_wait, to_add, to_resume, zombies, socks;
     /* Poll handles by fd number. A connection libcurl keeps for reuse is
      * REMOVEd after each transfer and added back for the next one: its handle
      * is only stopped in between, not closed and re-created (which costs an
@@ -150,6 +119,7 @@ struct tg_upstream {
     CURL *pool[EASY_POOL];
     int npool;
     int no_proxy_env; /* no proxy variables set at create: libcurl need not look */
+    tg_h1_t *h1;      /* the native client for http:// URLs; NULL: libcurl for all */
 };
 
 static void settle(tg_upstream_t *u);
@@ -178,9 +148,9 @@ static void handle_closed(tg_upstream_t *u)
 static void detach(tg_upcall_t *c)
 {
     tg_upstream_t *u = c->u;
-    link_del(&c->all);
-    link_del(&c->fb);
-    link_del(&c->aux);
+    tg_link_del(&c->all);
+    tg_link_del(&c->fb);
+    tg_link_del(&c->aux);
     if (c->in_multi) {
         assert(u->depth == 0);
         curl_multi_remove_handle(u->multi, c->easy);
@@ -239,8 +209,8 @@ static void on_fb_timer(uv_timer_t *t)
     tg_upstream_t *u = t->data;
     uint64_t now = uv_now(u->loop);
     enter(u);
-    while (!link_empty(&u->fb_wait) && !u->destroy_pending) {
-        tg_upcall_t *c = container_of(u->fb_wait.next, tg_upcall_t, fb);
+    while (!tg_link_empty(&u->fb_wait) && !u->destroy_pending) {
+        tg_upcall_t *c = tg_container_of(u->fb_wait.next, tg_upcall_t, fb);
         if (c->fb_deadline > now) {
             uv_timer_start(&u->fb_timer, on_fb_timer, c->fb_deadline - now, 0);
             break;
@@ -256,12 +226,12 @@ static void on_fb_timer(uv_timer_t *t)
 static void fb_arm(tg_upcall_t *c)
 {
     tg_upstream_t *u = c->u;
-    link_del(&c->fb);
+    tg_link_del(&c->fb);
     c->fb_deadline = uv_now(u->loop) + c->fb_timeout_ms;
-    link_t *at = u->fb_wait.prev;
-    while (at != &u->fb_wait && container_of(at, tg_upcall_t, fb)->fb_deadline > c->fb_deadline)
+    tg_link_t *at = u->fb_wait.prev;
+    while (at != &u->fb_wait && tg_container_of(at, tg_upcall_t, fb)->fb_deadline > c->fb_deadline)
         at = at->prev;
-    link_insert_after(at, &c->fb);
+    tg_link_insert_after(at, &c->fb);
     if (u->fb_wait.next == &c->fb) uv_timer_start(&u->fb_timer, on_fb_timer, c->fb_timeout_ms, 0);
 }
 
@@ -342,7 +312,7 @@ static size_t on_curl_header(char *p, size_t size, size_t nmemb, void *ud)
     if (!c->got_byte) {
         c->got_byte = 1;
         c->ttfb_ns = tg_now_ns() - c->start_ns;
-        link_del(&c->fb); /* the shared timer just finds nothing due */
+        tg_link_del(&c->fb); /* the shared timer just finds nothing due */
     }
     if (c->headers_done) return len; /* trailers: not part of the head */
     if (c->status == 0) {
@@ -393,14 +363,14 @@ static size_t on_curl_body(char *p, size_t size, size_t nmemb, void *ud)
 static void settle(tg_upstream_t *u)
 {
     if (u->depth || u->destroy_pending) return;
-    while (!link_empty(&u->zombies)) {
-        tg_upcall_t *c = container_of(u->zombies.next, tg_upcall_t, aux);
+    while (!tg_link_empty(&u->zombies)) {
+        tg_upcall_t *c = tg_container_of(u->zombies.next, tg_upcall_t, aux);
         detach(c);
         call_free(c);
     }
-    while (!link_empty(&u->to_add) && !u->destroy_pending) {
-        tg_upcall_t *c = container_of(u->to_add.next, tg_upcall_t, aux);
-        link_del(&c->aux);
+    while (!tg_link_empty(&u->to_add) && !u->destroy_pending) {
+        tg_upcall_t *c = tg_container_of(u->to_add.next, tg_upcall_t, aux);
+        tg_link_del(&c->aux);
         if (curl_multi_add_handle(u->multi, c->easy) == CURLM_OK)
             c->in_multi = 1;
         else
@@ -474,7 +444,7 @@ static void sock_close(sock_t *s)
 {
     tg_upstream_t *u = s->u;
     if ((size_t)s->fd < u->nbyfd && u->byfd[s->fd] == s) u->byfd[s->fd] = NULL;
-    link_del(&s->link);
+    tg_link_del(&s->link);
     uv_close((uv_handle_t *)&s->poll, on_sock_closed);
 }
 
@@ -545,7 +515,7 @@ static sock_t *sock_for(tg_upstream_t *u, curl_socket_t fd)
     s->events = 0;
     s->idle = 0;
     u->handles++;
-    link_push(&u->socks, &s->link);
+    tg_link_push(&u->socks, &s->link);
     u->byfd[fd] = s;
     return s;
 }
@@ -605,28 +575,22 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 static void on_kick(uv_timer_t *t)
 {
     tg_upstream_t *u = t->data;
-    link_t list;
+    tg_link_t list;
     enter(u);
     /* Take the current queue: a call resumed from a callback below waits for
      * the next run, so this loop always ends. */
-    link_init(&list);
-    if (!link_empty(&u->to_resume)) {
-        list = u->to_resume;
-        list.next->prev = &list;
-        list.prev->next = &list;
-        link_init(&u->to_resume);
-    }
-    while (!link_empty(&list) && !u->destroy_pending) {
-        tg_upcall_t *c = container_of(list.next, tg_upcall_t, aux);
-        link_del(&c->aux);
+    tg_link_take(&list, &u->to_resume);
+    while (!tg_link_empty(&list) && !u->destroy_pending) {
+        tg_upcall_t *c = tg_container_of(list.next, tg_upcall_t, aux);
+        tg_link_del(&c->aux);
         if (c->paused || !c->curl_paused) continue; /* paused again meanwhile */
         c->curl_paused = 0;
         u->depth++;
         curl_easy_pause(c->easy, CURLPAUSE_CONT);
         u->depth--;
     }
-    while (!link_empty(&list))
-        link_del(list.next); /* destroy: drop the rest */
+    while (!tg_link_empty(&list))
+        tg_link_del(list.next); /* destroy: drop the rest */
     if (!u->destroy_pending) drive(u, CURL_SOCKET_TIMEOUT, 0);
     leave(u);
 }
@@ -660,12 +624,22 @@ int tg_upstream_create(tg_upstream_t **out, uv_loop_t *loop)
     u->no_proxy_env = 1;
     for (size_t i = 0; i < sizeof(proxy_env) / sizeof(proxy_env[0]); i++)
         if (getenv(proxy_env[i])) u->no_proxy_env = 0;
-    link_init(&u->calls);
-    link_init(&u->fb_wait);
-    link_init(&u->to_add);
-    link_init(&u->to_resume);
-    link_init(&u->zombies);
-    link_init(&u->socks);
+    /* The native client speaks to the origin only: with any proxy variable
+     * set (HTTP_PROXY too, which libcurl ignores), every call goes through
+     * libcurl as before. TG_UPSTREAM_CURL=1 forces libcurl (tests, fallback). */
+    const char *force = getenv("TG_UPSTREAM_CURL");
+    if (u->no_proxy_env && !getenv("HTTP_PROXY") && !(force && *force && strcmp(force, "0")) &&
+        tg_h1_create(&u->h1, loop) != 0) {
+        curl_multi_cleanup(u->multi);
+        free(u);
+        return TG_ENOMEM;
+    }
+    tg_link_init(&u->calls);
+    tg_link_init(&u->fb_wait);
+    tg_link_init(&u->to_add);
+    tg_link_init(&u->to_resume);
+    tg_link_init(&u->zombies);
+    tg_link_init(&u->socks);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
@@ -687,8 +661,8 @@ static void on_timer_closed(uv_handle_t *h)
 
 static void do_destroy(tg_upstream_t *u)
 {
-    while (!link_empty(&u->calls)) {
-        tg_upcall_t *c = container_of(u->calls.next, tg_upcall_t, all);
+    while (!tg_link_empty(&u->calls)) {
+        tg_upcall_t *c = tg_container_of(u->calls.next, tg_upcall_t, all);
         detach(c);
         call_free(c);
     }
@@ -697,8 +671,8 @@ static void do_destroy(tg_upstream_t *u)
     u->destroying = 1;
     curl_multi_cleanup(u->multi); /* closes pooled connections; may remove sockets */
     u->multi = NULL;
-    while (!link_empty(&u->socks))
-        sock_close(container_of(u->socks.next, sock_t, link));
+    while (!tg_link_empty(&u->socks))
+        sock_close(tg_container_of(u->socks.next, sock_t, link));
     free(u->byfd);
     free(u->conn);
     u->byfd = NULL;
@@ -712,10 +686,12 @@ static void do_destroy(tg_upstream_t *u)
 void tg_upstream_destroy(tg_upstream_t *u)
 {
     if (!u || u->destroy_pending) return;
+    tg_h1_destroy(u->h1);
+    u->h1 = NULL;
     u->destroy_pending = 1;
     /* From inside a callback: silence every call now, free them on the way out. */
-    for (link_t *l = u->calls.next; l != &u->calls; l = l->next)
-        container_of(l, tg_upcall_t, all)->canceled = 1;
+    for (tg_link_t *l = u->calls.next; l != &u->calls; l = l->next)
+        tg_container_of(l, tg_upcall_t, all)->canceled = 1;
     if (u->entered == 0) do_destroy(u);
 }
 
@@ -829,6 +805,10 @@ int tg_upcall_start(tg_upstream_t *u, const tg_upcall_opts_t *opts, const tg_upc
         !out)
         return TG_EINVAL;
     if (u->destroy_pending) return TG_ECLOSED;
+    if (u->h1) {
+        int r = tg_h1_start(u->h1, opts, cbs, ud, out);
+        if (r <= 0) return r; /* 1: not a URL it takes */
+    }
     tg_upcall_t *c = calloc(1, sizeof(*c) + headers_size(opts));
     if (!c) return TG_ENOMEM;
     build_headers(c, opts);
@@ -838,9 +818,9 @@ int tg_upcall_start(tg_upstream_t *u, const tg_upcall_opts_t *opts, const tg_upc
     c->fb_timeout_ms = opts->first_byte_timeout_ms;
     c->start_ns = tg_now_ns();
     tg_buf_init(&c->head, MAX_HEADER_BYTES);
-    link_init(&c->all);
-    link_init(&c->fb);
-    link_init(&c->aux);
+    tg_link_init(&c->all);
+    tg_link_init(&c->fb);
+    tg_link_init(&c->aux);
     c->easy = easy_get(u);
     int rc = c->easy ? setup(c, opts) : TG_ENOMEM;
     if (rc == 0 && u->depth == 0) {
@@ -853,41 +833,53 @@ int tg_upcall_start(tg_upstream_t *u, const tg_upcall_opts_t *opts, const tg_upc
         call_free(c);
         return rc;
     }
-    link_push(&u->calls, &c->all);
+    tg_link_push(&u->calls, &c->all);
     /* libcurl refuses a handle added from inside its callbacks: settle() adds it. */
-    if (!c->in_multi) link_push(&u->to_add, &c->aux);
+    if (!c->in_multi) tg_link_push(&u->to_add, &c->aux);
     *out = c;
     return 0;
 }
 
 void tg_upcall_pause(tg_upcall_t *c)
 {
+    if (c && TG_UPCALL_NATIVE(c)) {
+        tg_h1_pause(c);
+        return;
+    }
     if (c && !c->done && !c->canceled) c->paused = 1;
 }
 
 void tg_upcall_resume(tg_upcall_t *c)
 {
+    if (c && TG_UPCALL_NATIVE(c)) {
+        tg_h1_resume(c);
+        return;
+    }
     if (!c || c->done || c->canceled || !c->paused) return;
     tg_upstream_t *u = c->u;
     c->paused = 0;
     /* If libcurl never got a PAUSE (no bytes came meanwhile), there is nothing to undo. */
-    if (c->curl_paused && link_empty(&c->aux)) {
-        link_push(&u->to_resume, &c->aux);
+    if (c->curl_paused && tg_link_empty(&c->aux)) {
+        tg_link_push(&u->to_resume, &c->aux);
         uv_timer_start(&u->kick, on_kick, 0, 0);
     }
 }
 
 void tg_upcall_cancel(tg_upcall_t *c)
 {
+    if (c && TG_UPCALL_NATIVE(c)) {
+        tg_h1_cancel(c);
+        return;
+    }
     if (!c || c->done || c->canceled) return;
     tg_upstream_t *u = c->u;
     c->canceled = 1;
     if (u->depth && c->in_multi) {
         /* libcurl may be inside this very transfer: its callbacks now fail
          * it, and settle() removes and frees it when libcurl returns. */
-        link_del(&c->fb);
-        link_del(&c->aux);
-        link_push(&u->zombies, &c->aux);
+        tg_link_del(&c->fb);
+        tg_link_del(&c->aux);
+        tg_link_push(&u->zombies, &c->aux);
         return;
     }
     detach(c);
@@ -896,5 +888,6 @@ void tg_upcall_cancel(tg_upcall_t *c)
 
 uint64_t tg_upcall_ttfb_us(const tg_upcall_t *c)
 {
+    if (c && TG_UPCALL_NATIVE(c)) return tg_h1_ttfb_us(c);
     return c && c->got_byte ? c->ttfb_ns / 1000 : 0;
 }

@@ -1,9 +1,11 @@
 /* upstream.h - outbound HTTP calls on a worker's own libuv loop.
  *
- * One tg_upstream_t per worker wraps a libcurl multi handle driven by
- * curl_multi_socket_action from uv_poll and uv_timer handles on that loop, so
- * upstream calls and client sockets share one thread and never block it.
- * Connections are reused through the multi handle's pool. Response bytes are
+ * One tg_upstream_t per worker. Plain http:// URLs go through a native
+ * HTTP/1.1 client on that loop (h1.c); https://, and every URL while a proxy
+ * variable is set (or TG_UPSTREAM_CURL=1), go through a libcurl multi handle
+ * driven by curl_multi_socket_action from uv_poll and uv_timer handles on the
+ * same loop. Either way upstream calls and client sockets share one thread and
+ * never block it, and connections are kept and reused per host. Response bytes are
  * delivered as they arrive; the caller may pause delivery (backpressure from a
  * slow client) and resume it, or cancel the call when its client goes away.
  *

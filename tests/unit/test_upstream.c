@@ -1,5 +1,7 @@
-/* test_upstream.c - unit tests for the libcurl-on-libuv upstream client
- * (src/upstream/upstream.c).
+/* test_upstream.c - unit tests for the upstream client (src/upstream/):
+ * every contract test runs twice, once on the native HTTP/1.1 client (h1.c,
+ * which takes http:// URLs) and once on libcurl (TG_UPSTREAM_CURL=1), then
+ * the native client's own tests (pooling, retry, Host, timeouts) run.
  *
  * Each test runs a real uv loop against a tiny blocking HTTP/1.1 server on
  * 127.0.0.1 (a thread per connection, written here so the test depends on
@@ -24,6 +26,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -374,6 +377,7 @@ struct rec {
     int cancel_on_headers; /* cancel from inside on_headers */
     int destroy_on_data;   /* destroy the upstream from inside on_data */
     rec_t *start_on_data;  /* start this call from inside on_data */
+    rec_t *start_on_done;  /* start this call from inside on_done */
     const char *start_url;
     int canceled;
 };
@@ -439,9 +443,15 @@ static void on_done(tg_upcall_t *c, int err, void *ud)
     r->err = err;
     r->ttfb_us = tg_upcall_ttfb_us(c);
     tg_upcall_cancel(c); /* must be a no-op inside on_done */
+    if (r->start_on_done) {
+        start(r->start_on_done, r->start_url, NULL);
+        r->start_on_done = NULL;
+    }
 }
 
 static const tg_upcall_cbs_t cbs = {on_headers, on_data, on_done};
+
+static void start(rec_t *r, const char *url, const tg_upcall_opts_t *base);
 
 static void start(rec_t *r, const char *url, const tg_upcall_opts_t *base)
 {
@@ -1044,6 +1054,320 @@ static void test_destroy_inside_callback(void **state)
     rec_free(&r2);
 }
 
+/* ---- the native client's own behaviour -------------------------------------- */
+
+/* Answers once (keep-alive), then reads the second request and hangs up
+ * without a reply: the client's reused connection dies as it sends. Any later
+ * connection is answered normally. */
+static void h_close_second(conn_t *c)
+{
+    int first = atomic_load(&c->s->accepts) == 1;
+    if (read_request(c) != 1) return;
+    send_str(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    if (!first) {
+        h_hello(c);
+        return;
+    }
+    read_request(c);
+}
+
+static void test_retry_once_on_reused_connection(void **state)
+{
+    env_t e;
+    env_init(&e);
+    srv_t *s = srv_start(h_close_second);
+    char url[128];
+    srv_url(s, url, sizeof(url), "/r");
+    rec_t r1 = {.env = &e}, r2 = {.env = &e};
+    start(&r1, url, NULL);
+    run_until(&e, is_done, &r1, 3000);
+    assert_int_equal(r1.err, 0);
+    start(&r2, url, NULL);
+    run_until(&e, is_done, &r2, 3000);
+    assert_int_equal(r2.err, 0);
+    assert_string_equal(r2.body.data, "hello");
+    assert_int_equal(atomic_load(&s->accepts), 2);
+    assert_int_equal(atomic_load(&s->requests), 3);
+    env_done(&e);
+    srv_stop(s);
+    rec_free(&r1);
+    rec_free(&r2);
+}
+
+/* A fresh connection that dies without a reply is not retried. */
+static void h_close_unanswered(conn_t *c)
+{
+    read_request(c);
+}
+
+static void test_no_retry_on_fresh_connection(void **state)
+{
+    env_t e;
+    env_init(&e);
+    srv_t *s = srv_start(h_close_unanswered);
+    char url[128];
+    srv_url(s, url, sizeof(url), "/");
+    rec_t r = {.env = &e};
+    start(&r, url, NULL);
+    run_until(&e, is_done, &r, 3000);
+    assert_int_equal(r.err, TG_EUPSTREAM);
+    assert_int_equal(atomic_load(&s->accepts), 1);
+    env_done(&e);
+    srv_stop(s);
+    rec_free(&r);
+}
+
+/* Answers one request, then closes: the idle connection must be dropped, not
+ * reused (and not need a retry). */
+static void h_one_then_close(conn_t *c)
+{
+    if (read_request(c) != 1) return;
+    send_str(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+}
+
+static void test_idle_close_noticed(void **state)
+{
+    env_t e;
+    env_init(&e);
+    srv_t *s = srv_start(h_one_then_close);
+    char url[128];
+    srv_url(s, url, sizeof(url), "/");
+    rec_t r1 = {.env = &e}, r2 = {.env = &e};
+    start(&r1, url, NULL);
+    run_until(&e, is_done, &r1, 3000);
+    run_for(&e, 100); /* the server's FIN arrives while the connection is idle */
+    start(&r2, url, NULL);
+    run_until(&e, is_done, &r2, 3000);
+    assert_int_equal(r1.err, 0);
+    assert_int_equal(r2.err, 0);
+    assert_int_equal(atomic_load(&s->accepts), 2);
+    assert_int_equal(atomic_load(&s->requests), 2);
+    env_done(&e);
+    srv_stop(s);
+    rec_free(&r1);
+    rec_free(&r2);
+}
+
+static void h_conn_close(conn_t *c)
+{
+    while (read_request(c) == 1)
+        send_str(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok");
+}
+
+/* A body that ends with the connection, and a Connection: close answer:
+ * both complete, neither connection is reused. */
+static void h_close_delimited(conn_t *c)
+{
+    if (read_request(c) != 1) return;
+    send_str(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-");
+    usleep(20000);
+    send_str(c, "close");
+}
+
+static void check_not_reused(handler_fn h, const char *want)
+{
+    env_t e;
+    env_init(&e);
+    srv_t *s = srv_start(h);
+    char url[128];
+    srv_url(s, url, sizeof(url), "/");
+    for (int i = 0; i < 2; i++) {
+        rec_t r = {.env = &e};
+        start(&r, url, NULL);
+        run_until(&e, is_done, &r, 3000);
+        assert_int_equal(r.err, 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body.data, want);
+        rec_free(&r);
+    }
+    assert_int_equal(atomic_load(&s->accepts), 2);
+    env_done(&e);
+    srv_stop(s);
+}
+
+static void test_close_delimited_body(void **state)
+{
+    check_not_reused(h_close_delimited, "until-close");
+}
+
+static void test_connection_close_not_reused(void **state)
+{
+    check_not_reused(h_conn_close, "ok");
+}
+
+/* The Host header as libcurl sends it (SigV4 signs it): the port only when
+ * not 80; a POST without a body says Content-Length: 0; no Expect. */
+static void test_host_header_and_empty_post(void **state)
+{
+    env_t e;
+    env_init(&e);
+    srv_t *s = srv_start(h_hello);
+    char url[128], want[64];
+    srv_url(s, url, sizeof(url), "/h?x=1");
+    rec_t r = {.env = &e};
+    tg_upcall_opts_t o = {.method = "POST"};
+    start(&r, url, &o);
+    run_until(&e, is_done, &r, 3000);
+    assert_int_equal(r.err, 0);
+    snprintf(want, sizeof(want), "\r\nHost: 127.0.0.1:%d\r\n", s->port);
+    assert_true(strstr(s->head, "POST /h?x=1 HTTP/1.1\r\n") == s->head);
+    assert_non_null(strstr(s->head, want));
+    assert_non_null(strstr(s->head, "\r\nContent-Length: 0\r\n"));
+    assert_null(strcasestr(s->head, "\r\nExpect:"));
+    env_done(&e);
+    srv_stop(s);
+    rec_free(&r);
+}
+
+static void test_host_header_default_port(void **state)
+{
+    /* Port 80 needs privileges; without them this part cannot run. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(80)};
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        skip();
+    }
+    close(fd);
+    srv_t *s = calloc(1, sizeof(*s));
+    s->handler = h_hello;
+    pthread_mutex_init(&s->mu, NULL);
+    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    assert_int_equal(bind(s->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(s->lfd, 16), 0);
+    s->port = 80;
+    pthread_create(&s->thr, NULL, accept_main, s);
+    env_t e;
+    env_init(&e);
+    const char *urls[] = {"http://127.0.0.1/a", "http://127.0.0.1:80/b"};
+    for (int i = 0; i < 2; i++) {
+        rec_t r = {.env = &e};
+        start(&r, urls[i], NULL);
+        run_until(&e, is_done, &r, 3000);
+        assert_int_equal(r.err, 0);
+        assert_non_null(strstr(s->head, "\r\nHost: 127.0.0.1\r\n"));
+        rec_free(&r);
+    }
+    env_done(&e);
+    srv_stop(s);
+}
+
+/* A name, resolved off the loop; localhost may come back as ::1 first, where
+ * nothing listens: the next address is tried. */
+static void test_localhost_resolved(void **state)
+{
+    env_t e;
+    env_init(&e);
+    srv_t *s = srv_start(h_hello);
+    char url[128], want[64];
+    snprintf(url, sizeof(url), "http://localhost:%d/n", s->port);
+    rec_t r = {.env = &e};
+    start(&r, url, NULL);
+    run_until(&e, is_done, &r, 3000);
+    assert_int_equal(r.err, 0);
+    assert_string_equal(r.body.data, "hello");
+    snprintf(want, sizeof(want), "\r\nHost: localhost:%d\r\n", s->port);
+    assert_non_null(strstr(s->head, want));
+    env_done(&e);
+    srv_stop(s);
+    rec_free(&r);
+}
+
+/* A call started from on_done gets the connection the ended call just
+ * returned to the pool. */
+static void test_start_from_on_done(void **state)
+{
+    env_t e;
+    env_init(&e);
+    srv_t *s = srv_start(h_hello);
+    char url[128];
+    srv_url(s, url, sizeof(url), "/");
+    rec_t r3 = {.env = &e};
+    rec_t r2 = {.env = &e, .start_on_done = &r3, .start_url = url};
+    rec_t r1 = {.env = &e, .start_on_done = &r2, .start_url = url};
+    start(&r1, url, NULL);
+    run_until(&e, is_done, &r3, 3000);
+    assert_int_equal(r1.err + r2.err + r3.err, 0);
+    assert_string_equal(r3.body.data, "hello");
+    assert_int_equal(r1.violations + r2.violations + r3.violations, 0);
+    assert_int_equal(atomic_load(&s->accepts), 1);
+    assert_int_equal(atomic_load(&s->requests), 3);
+    env_done(&e);
+    srv_stop(s);
+    rec_free(&r1);
+    rec_free(&r2);
+    rec_free(&r3);
+}
+
+/* Connect timeout: a listener whose backlog is full drops our SYN. */
+static void test_connect_timeout(void **state)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    getsockname(lfd, (struct sockaddr *)&a, &alen);
+    int fill[8], nfill = 0;
+    for (; nfill < 8; nfill++) { /* until a connect no longer completes */
+        fill[nfill] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[nfill], (struct sockaddr *)&a, sizeof(a));
+        struct pollfd p = {.fd = fill[nfill], .events = POLLOUT};
+        if (poll(&p, 1, 100) == 0) {
+            nfill++;
+            break;
+        }
+    }
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(a.sin_port));
+    env_t e;
+    env_init(&e);
+    rec_t r = {.env = &e};
+    tg_upcall_opts_t o = {.method = "GET", .connect_timeout_ms = 200};
+    uint64_t t0 = tg_now_ns();
+    start(&r, url, &o);
+    run_until(&e, is_done, &r, 3000);
+    uint64_t ms = (tg_now_ns() - t0) / 1000000;
+    assert_int_equal(r.err, TG_ETIMEDOUT);
+    assert_true(ms >= 180 && ms < 1500);
+    assert_int_equal(r.headers_calls, 0);
+    env_done(&e);
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+    close(lfd);
+    rec_free(&r);
+}
+
+/* Cancel inside on_data, then a new call: the canceled call's connection was
+ * closed (mid-response), so the new one opens another. */
+static void test_cancel_mid_response_not_pooled(void **state)
+{
+    env_t e;
+    env_init(&e);
+    srv_t *s = srv_start(h_big_chunked);
+    char url[128];
+    srv_url(s, url, sizeof(url), "/");
+    rec_t r = {.env = &e, .cancel_on_data = 1};
+    start(&r, url, NULL);
+    run_until(&e, has_data, &r, 2000);
+    run_until(&e, peer_closed, s, 2000);
+    rec_t r2 = {.env = &e};
+    start(&r2, url, NULL);
+    run_until(&e, is_done, &r2, 3000);
+    assert_int_equal(r2.err, 0);
+    assert_int_equal(r2.body.len, BIG_BODY);
+    assert_int_equal(atomic_load(&s->accepts), 2);
+    assert_int_equal(r.done_calls, 0);
+    env_done(&e);
+    srv_stop(s);
+    rec_free(&r);
+    rec_free(&r2);
+}
+
 static int setup_all(void **state)
 {
     return tg_upstream_global_init();
@@ -1078,6 +1402,35 @@ int main(void)
         cmocka_unit_test(test_start_inside_callback),
         cmocka_unit_test(test_destroy_with_calls_in_flight),
         cmocka_unit_test(test_destroy_inside_callback),
+        cmocka_unit_test(test_retry_once_on_reused_connection),
+        cmocka_unit_test(test_no_retry_on_fresh_connection),
+        cmocka_unit_test(test_idle_close_noticed),
+        cmocka_unit_test(test_close_delimited_body),
+        cmocka_unit_test(test_connection_close_not_reused),
+        cmocka_unit_test(test_host_header_and_empty_post),
+        cmocka_unit_test(test_localhost_resolved),
+        cmocka_unit_test(test_start_from_on_done),
     };
-    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+    /* Only the native client: pooling details, Host for port 80, timeouts
+     * libcurl is already trusted for. */
+    const struct CMUnitTest native_only[] = {
+        cmocka_unit_test(test_host_header_default_port),
+        cmocka_unit_test(test_connect_timeout),
+        cmocka_unit_test(test_cancel_mid_response_not_pooled),
+    };
+    signal(SIGPIPE, SIG_IGN); /* as the gateway: a write to a closed socket is an error */
+    unsetenv("TG_UPSTREAM_CURL");
+    unsetenv("http_proxy");
+    unsetenv("HTTP_PROXY");
+    unsetenv("all_proxy");
+    unsetenv("ALL_PROXY");
+    int failed = _cmocka_run_group_tests("native", tests, sizeof(tests) / sizeof(tests[0]),
+                                         setup_all, teardown_all);
+    failed += _cmocka_run_group_tests("native_only", native_only,
+                                      sizeof(native_only) / sizeof(native_only[0]), setup_all,
+                                      teardown_all);
+    setenv("TG_UPSTREAM_CURL", "1", 1);
+    failed += _cmocka_run_group_tests("curl", tests, sizeof(tests) / sizeof(tests[0]), setup_all,
+                                      teardown_all);
+    return failed;
 }
