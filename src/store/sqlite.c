@@ -314,7 +314,7 @@ static const char *const stmt_sql[S__COUNT] = {
     [S_ROLLUP_MARK] =
         "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'rollup_mark'), 0)",
     [S_ROLLUP_SET_MARK] = "INSERT INTO store_state (name, value) VALUES ('rollup_mark', ?1)"
-                          " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                          " ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
     [S_LEDGER_END] = "SELECT COALESCE(MAX(rowid), 0) FROM usage_events",
     /* The ledger's insertion order is its rowid: SQLite has one writer at a
      * time, so a reader that sees row r sees every row before it. */
@@ -943,49 +943,52 @@ static int resum_hours(tg_sqlite_t *s, const int64_t *hours, size_t n)
     return err;
 }
 
-/* Rows of the ledger summed per transaction: bounds how long the write lock
- * is held when there is a backlog (an hour is always re-summed whole). */
-#define ROLLUP_BATCH 50000
-
+/* The hours that gained events since the mark are summed again, each once
+ * and in a transaction of its own, so the write lock (which the ledger's
+ * commits wait for) is held for one hour's sum at a time, never for a
+ * backlog, and an hour that gained events all through a long backlog is not
+ * summed once per slice of it. Finding them takes no lock: every row up to
+ * the ledger's end is committed (one writer at a time). Each hour is summed
+ * whole from what is committed when its transaction runs, so a refresh that
+ * stops midway, or runs beside another, is merely done again, and the mark
+ * passes only events that a finished sum included. */
 static int sq_rollup_refresh(tg_store_t *st, int *hours)
 {
     tg_sqlite_t *s = (tg_sqlite_t *)st;
-    int total = 0, err = 0;
-    for (;;) {
-        int64_t *arr = NULL;
-        size_t n = 0;
-        int64_t mark = 0, end = 0;
-        if ((err = tx_begin(s))) break;
-        err = query_i64(s, S_ROLLUP_MARK, &mark, "rollup mark");
-        if (!err) err = query_i64(s, S_LEDGER_END, &end, "ledger end");
-        if (!err && end <= mark) {
-            err = tx_commit(s);
-            break;
-        }
-        int64_t upto = end - mark > ROLLUP_BATCH ? mark + ROLLUP_BATCH : end;
-        sqlite3_stmt *q = err ? NULL : stmt_get(s, S_DIRTY_HOURS, &err);
+    int64_t mark = 0, end = 0, *arr = NULL;
+    size_t n = 0;
+    int err = query_i64(s, S_ROLLUP_MARK, &mark, "rollup mark");
+    if (!err) err = query_i64(s, S_LEDGER_END, &end, "ledger end");
+    if (!err && end > mark) {
+        sqlite3_stmt *q = stmt_get(s, S_DIRTY_HOURS, &err);
         if (q) {
             sqlite3_bind_int64(q, 1, mark);
-            sqlite3_bind_int64(q, 2, upto);
+            sqlite3_bind_int64(q, 2, end);
             void *v = NULL;
             err = collect_rows(s, q, read_i64, NULL, sizeof(int64_t), &v, &n, "rollup hours");
             arr = v;
         }
-        if (!err) err = resum_hours(s, arr, n);
-        free(arr);
-        sqlite3_stmt *m = err ? NULL : stmt_get(s, S_ROLLUP_SET_MARK, &err);
+    }
+    for (size_t i = 0; i < n && !err; i++) {
+        if ((err = tx_begin(s))) break;
+        if ((err = resum_hour(s, arr[i])))
+            tx_rollback(s);
+        else
+            err = tx_commit(s);
+    }
+    free(arr);
+    if (!err && end > mark && !(err = tx_begin(s))) {
+        sqlite3_stmt *m = stmt_get(s, S_ROLLUP_SET_MARK, &err);
         if (m) {
-            sqlite3_bind_int64(m, 1, upto);
+            sqlite3_bind_int64(m, 1, end);
             err = step_done(s, m, "rollup set mark");
         }
-        if (err) {
+        if (err)
             tx_rollback(s);
-            break;
-        }
-        if ((err = tx_commit(s))) break;
-        total += (int)n;
+        else
+            err = tx_commit(s);
     }
-    if (hours) *hours = total;
+    if (hours) *hours = err ? 0 : (int)n;
     return err;
 }
 

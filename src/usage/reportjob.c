@@ -15,11 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/core.h"
 #include "usage/report.h"
+
+enum { REPORTS_NICE = 10 }; /* the report thread's nice value */
 
 /* A test hook: TOLLGATE_TEST_CRASH_AT=NAME ends the process at that point of
  * a run, as a kill would, so the tests can show what the next run does. */
@@ -209,6 +212,9 @@ static void *reportjob_main(void *arg)
 {
     tg_reportjob_t *j = arg;
     tg_store_t *st = NULL;
+    /* Summing and writing reports is background work: on a core shared with
+     * a worker it yields at once when the worker wakes. (Best effort.) */
+    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), REPORTS_NICE);
     while (!atomic_load(&j->stop)) {
         int64_t now = tg_wall_ms();
         if (!st && tg_store_open(&st, &j->store)) st = NULL;
