@@ -31,7 +31,7 @@
 #include "providers/bedrock.h"
 
 #define TITAN_MAX_INPUTS  256 /* one call each, made in turn: a bound on the wait and memory */
-#define COHERE_MAX_INPUTS 96   /* Cohere embed v3 takes at most 96 texts a call */
+#define COHERE_MAX_INPUTS 96  /* Cohere embed v3 takes at most 96 texts a call */
 
 /* ---- small helpers --------------------------------------------------------- */
 
