@@ -19,46 +19,9 @@
 
 #include "providers/oai2br.h"
 
+#include "jsonq.h"
+
 /* ---- helpers ------------------------------------------------------------ */
-
-/* s with every ' turned into ", malloc'ed. */
-static char *q(const char *s)
-{
-    char *r = strdup(s);
-    assert_non_null(r);
-    for (char *p = r; *p; p++) {
-        if (*p == '\'') *p = '"';
-    }
-    return r;
-}
-
-static cJSON *jq(const char *s)
-{
-    char *t = q(s);
-    cJSON *j = cJSON_Parse(t);
-    free(t);
-    assert_non_null(j);
-    return j;
-}
-
-/* The JSON text as cJSON prints it, for exact comparisons. */
-static char *norm(const char *s)
-{
-    cJSON *j = jq(s);
-    char *p = cJSON_PrintUnformatted(j);
-    cJSON_Delete(j);
-    assert_non_null(p);
-    return p;
-}
-
-static void assert_json(const char *got, size_t got_len, const char *want)
-{
-    char *w = norm(want);
-    assert_non_null(got);
-    assert_string_equal(got, w);
-    assert_int_equal(got_len, strlen(got));
-    free(w);
-}
 
 typedef struct {
     int rc, stream, include_usage;

@@ -21,46 +21,9 @@
 #include "providers/refapi.h"
 #include "providers/sagemaker.h"
 
+#include "jsonq.h"
+
 /* ---- helpers ------------------------------------------------------------ */
-
-/* s with every ' turned into ", malloc'ed. */
-static char *q(const char *s)
-{
-    char *r = strdup(s);
-    assert_non_null(r);
-    for (char *p = r; *p; p++) {
-        if (*p == '\'') *p = '"';
-    }
-    return r;
-}
-
-static cJSON *jq(const char *s)
-{
-    char *t = q(s);
-    cJSON *j = cJSON_Parse(t);
-    free(t);
-    assert_non_null(j);
-    return j;
-}
-
-/* The JSON text as cJSON prints it, for exact comparisons. */
-static char *norm(const char *s)
-{
-    cJSON *j = jq(s);
-    char *p = cJSON_PrintUnformatted(j);
-    cJSON_Delete(j);
-    assert_non_null(p);
-    return p;
-}
-
-static void assert_json(const char *got, size_t got_len, const char *want)
-{
-    char *w = norm(want);
-    assert_non_null(got);
-    assert_string_equal(got, w);
-    assert_int_equal(got_len, strlen(got));
-    free(w);
-}
 
 /* Builds body for the target; the caller's JSON must come back unchanged. */
 static int build(tg_ref_mode_t mode, const char *model, int stream, int sm, const char *body,
