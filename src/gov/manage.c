@@ -534,6 +534,29 @@ out:
     return res->status;
 }
 
+/* A GET of a collection: every row in an array, or (an id in the path) the
+ * one row, or 404 naming what was asked for. */
+typedef struct {
+    cJSON *arr, *one;
+} listing_t;
+
+static void listing_add(listing_t *l, cJSON *row)
+{
+    if (l->arr)
+        cJSON_AddItemToArray(l->arr, row);
+    else
+        l->one = row;
+}
+
+static void listing_answer(const listing_t *l, const route_t *r, const char *what,
+                           tg_manage_result_t *res)
+{
+    if (r->has_id && !l->one)
+        fail(res, 404, "not_found", "No %s '%s'.", what, r->id);
+    else
+        ok(res, 200, l->arr ? data_json(l->arr) : l->one);
+}
+
 static int units_get(tg_store_t *st, const route_t *r, tg_manage_result_t *res)
 {
     tg_unit_t *all = NULL;
@@ -542,20 +565,12 @@ static int units_get(tg_store_t *st, const route_t *r, tg_manage_result_t *res)
     int err = tg_store_units_list(st, &all, &n);
     if (err) return store_fail(res, err);
     if (!load_policies(st, &ps, res)) {
-        cJSON *arr = r->has_id ? NULL : cJSON_CreateArray();
-        cJSON *one = NULL;
+        listing_t l = {r->has_id ? NULL : cJSON_CreateArray(), NULL};
         for (size_t i = 0; i < n; i++) {
             if (r->has_id && strcmp(all[i].id, r->id)) continue;
-            cJSON *u = unit_json(&all[i], policy_json(&ps, E_UNIT, all[i].id));
-            if (arr)
-                cJSON_AddItemToArray(arr, u);
-            else
-                one = u;
+            listing_add(&l, unit_json(&all[i], policy_json(&ps, E_UNIT, all[i].id)));
         }
-        if (r->has_id && !one)
-            fail(res, 404, "not_found", "No unit '%s'.", r->id);
-        else
-            ok(res, 200, arr ? data_json(arr) : one);
+        listing_answer(&l, r, "unit", res);
     }
     free_policies(&ps);
     free(all);
@@ -639,21 +654,13 @@ static int teams_get(tg_store_t *st, const tg_manage_req_t *req, const route_t *
     int err = tg_store_teams_list(st, &all, &n);
     if (err) return store_fail(res, err);
     if (!load_policies(st, &ps, res)) {
-        cJSON *arr = r->has_id ? NULL : cJSON_CreateArray();
-        cJSON *one = NULL;
+        listing_t l = {r->has_id ? NULL : cJSON_CreateArray(), NULL};
         for (size_t i = 0; i < n; i++) {
             if (r->has_id && strcmp(all[i].id, r->id)) continue;
             if (by_unit && strcmp(all[i].unit, unit)) continue;
-            cJSON *t = team_json(&all[i], policy_json(&ps, E_TEAM, all[i].id));
-            if (arr)
-                cJSON_AddItemToArray(arr, t);
-            else
-                one = t;
+            listing_add(&l, team_json(&all[i], policy_json(&ps, E_TEAM, all[i].id)));
         }
-        if (r->has_id && !one)
-            fail(res, 404, "not_found", "No team '%s'.", r->id);
-        else
-            ok(res, 200, arr ? data_json(arr) : one);
+        listing_answer(&l, r, "team", res);
     }
     free_policies(&ps);
     free(all);
