@@ -17,6 +17,7 @@
  * A connection is used by one thread at a time (SQLITE_OPEN_NOMUTEX): the CLI
  * and start-up use theirs, the writer thread owns its own. */
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +166,10 @@ static const char *const migrations[] = {
     "ALTER TABLE keys ADD COLUMN prev_salt BLOB NOT NULL DEFAULT x'';"
     "ALTER TABLE admin_keys ADD COLUMN salt BLOB NOT NULL DEFAULT x'';"
     "ALTER TABLE admin_keys ADD COLUMN prev_salt BLOB NOT NULL DEFAULT x'';",
+    /* 8: no query reads the ledger by team and time (per-team figures come
+     * from usage_hourly); the index cost every append a B-tree insert and a
+     * WAL page per commit. */
+    "DROP INDEX IF EXISTS usage_events_team_started;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -235,6 +240,12 @@ static void read_row(sqlite3_stmt *st, const field_t *f, size_t n, void *row)
 
 /* ---- connection and statement cache ---------------------------------------- */
 
+/* The ledger is appended with multi-row INSERTs of 1, 2, 4, ... up to
+ * 1 << USAGE_ROWS_LOG2 rows: one statement's cursors, checks and halt for
+ * many rows, which is most of a row's cost when the rows are alike. 16 x 42
+ * parameters is far under SQLite's limit of 32766. */
+enum { USAGE_ROWS_LOG2 = 4 };
+
 enum {
     S_BEGIN,
     S_COMMIT,
@@ -250,7 +261,8 @@ enum {
     S_ADMIN_INSERT,
     S_ADMIN_CHECK,
     S_ADMIN_COUNT,
-    S_USAGE_INSERT,
+    S_USAGE_INSERT, /* then S_USAGE_INSERT + k inserts 1 << k rows, */
+    S_USAGE_INSERT_LAST = S_USAGE_INSERT + USAGE_ROWS_LOG2, /* up to k = USAGE_ROWS_LOG2 */
     S_USAGE_LIST,
     S_USAGE_COUNT,
     S_ROLLUP_MARK,
@@ -281,6 +293,7 @@ enum {
     S_TOTALS_UNIT,
     S__COUNT
 };
+_Static_assert(S_USAGE_INSERT_LAST == S_USAGE_INSERT + 4, "generated_sql has a case per size");
 
 typedef struct {
     tg_store_t base; /* first: the public handle is this struct */
@@ -359,6 +372,15 @@ static void append_cols(tg_buf_t *b, const field_t *f, size_t n)
         tg_buf_printf(b, "%s%s", i ? ", " : "", f[i].name);
 }
 
+/* One more row of n parameters for a multi-row INSERT: ", (?, ?, ...)". */
+static void append_row(tg_buf_t *b, size_t n)
+{
+    tg_buf_appends(b, ", (");
+    for (size_t i = 0; i < n; i++)
+        tg_buf_appends(b, i ? ", ?" : "?");
+    tg_buf_appends(b, ")");
+}
+
 static void append_insert(tg_buf_t *b, const char *verb, const char *table, const field_t *f,
                           size_t n)
 {
@@ -419,10 +441,16 @@ static void generated_sql(int id, tg_buf_t *b)
     case S_TEAM_LIST:
         append_select(b, "teams", tg_store_team_fields, tg_store_team_nfields, "id");
         break;
-    case S_USAGE_INSERT:
+    case S_USAGE_INSERT + 0:
+    case S_USAGE_INSERT + 1:
+    case S_USAGE_INSERT + 2:
+    case S_USAGE_INSERT + 3:
+    case S_USAGE_INSERT + 4: /* one case per size: see the assertion below the enum */
         /* OR IGNORE: re-appending an event (a retried batch) is a no-op. */
         append_insert(b, "INSERT OR IGNORE", "usage_events", tg_store_usage_fields,
                       tg_store_usage_nfields);
+        for (int r = 1; r < 1 << (id - S_USAGE_INSERT); r++)
+            append_row(b, tg_store_usage_nfields);
         break;
     case S_USAGE_LIST:
         tg_buf_appends(b, "SELECT ");
@@ -637,8 +665,17 @@ static void sq_close(tg_store_t *st)
     free(s);
 }
 
+/* Before SQLite's first use: no memory statistics (nothing reads them), so
+ * its every allocation skips a process-wide mutex. */
+static void sqlite_once(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); /* refused if already initialized: harmless */
+}
+
 static int sq_open(tg_store_t **out, const tg_store_config_t *cfg)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sqlite_once);
     int err = make_parent_dirs(cfg->path);
     if (err) return err;
     tg_sqlite_t *s = calloc(1, sizeof(*s));
@@ -865,15 +902,26 @@ static int sq_usage_append(tg_store_t *st, const tg_usage_event_t *ev, size_t n)
 {
     tg_sqlite_t *s = (tg_sqlite_t *)st;
     if (n == 0) return 0;
-    int err = 0;
-    sqlite3_stmt *ins = stmt_get(s, S_USAGE_INSERT, &err);
-    if (!ins) return err;
-    if ((err = tx_begin(s))) return err;
-    for (size_t i = 0; i < n && !err; i++) {
-        int rc = bind_row(ins, 1, tg_store_usage_fields, tg_store_usage_nfields, &ev[i]);
+    int err = tx_begin(s);
+    if (err) return err;
+    const int nf = (int)tg_store_usage_nfields;
+    for (size_t i = 0; i < n && !err;) {
+        /* The largest statement that the rows left fill. */
+        int k = USAGE_ROWS_LOG2;
+        while ((size_t)1 << k > n - i)
+            k--;
+        sqlite3_stmt *ins = stmt_get(s, S_USAGE_INSERT + k, &err);
+        if (!ins) break;
+        int rows = 1 << k, rc = SQLITE_OK;
+        for (int r = 0; r < rows && rc == SQLITE_OK; r++)
+            rc = bind_row(ins, 1 + r * nf, tg_store_usage_fields, tg_store_usage_nfields,
+                          &ev[i + (size_t)r]);
         if (rc == SQLITE_OK) rc = sqlite3_step(ins);
         if (rc != SQLITE_DONE) err = sq_fail(s, rc, "append usage");
-        stmt_done(ins);
+        /* Not cleared: every parameter is bound again before the next step
+         * (the pointers left behind are never read). */
+        sqlite3_reset(ins);
+        i += (size_t)rows;
     }
     if (err) {
         tx_rollback(s);

@@ -20,7 +20,7 @@
 #include "store/store.h"
 #include "tenancy/tenancy.h"
 
-#define SCHEMA_VERSION 7 /* bump with each migration added to sqlite.c */
+#define SCHEMA_VERSION 8 /* bump with each migration added to sqlite.c */
 
 typedef struct {
     char dir[64];
@@ -192,10 +192,14 @@ static void test_open_migrates_once(void **state)
     assert_string_equal((const char *)sqlite3_column_text(q, 0), "wal");
     sqlite3_finalize(q);
     sqlite3_close(db);
+    /* The ledger keeps its time index; the (team, time) one, which no query
+     * used, was dropped by migration 8. */
     assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND"
-                                      " name IN ('usage_events_started',"
-                                      " 'usage_events_team_started')"),
-                     2);
+                                      " name = 'usage_events_started'"),
+                     1);
+    assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND"
+                                      " name = 'usage_events_team_started'"),
+                     0);
 }
 
 static void test_open_errors(void **state)
@@ -353,6 +357,64 @@ static void test_usage_roundtrip(void **state)
     assert_int_equal(tg_store_usage_append(st, more, 0), 0);
     free(ev);
     tg_store_close(st);
+}
+
+/* Batches of every size from 1 to 40 go through the multi-row statements
+ * (16, 8, 4, 2 and 1 rows): every row lands once, whole, in the order given
+ * (rollups read the ledger in rowid order), and an id already there (one in
+ * each batch, in a different place each time) is skipped inside a statement
+ * without losing the rows around it. */
+static void test_usage_append_sizes(void **state)
+{
+    fixture_t *f = *state;
+    tg_store_t *st = open_store(f);
+    const int64_t base = 1790000000000LL;
+    enum { MAXN = 40 };
+    tg_usage_event_t *ev = calloc(MAXN, sizeof(*ev));
+    assert_non_null(ev);
+    int next = 1; /* event 0 is the one already there */
+    make_event(&ev[0], 0, base);
+    assert_int_equal(tg_store_usage_append(st, ev, 1), 0);
+    int64_t want = 1;
+    for (int n = 1; n <= MAXN; n++) {
+        int dup = (n * 5 + 3) % n; /* where the old id goes in this batch */
+        for (int i = 0; i < n; i++) {
+            if (i == dup && n > 1)
+                make_event(&ev[i], 0, base);
+            else
+                make_event(&ev[i], next++, base + n);
+        }
+        assert_int_equal(tg_store_usage_append(st, ev, (size_t)n), 0);
+        want += n > 1 ? n - 1 : n;
+        int64_t count = 0;
+        assert_int_equal(tg_store_usage_count(st, &count), 0);
+        assert_int_equal(count, want);
+    }
+    free(ev);
+    tg_store_close(st);
+
+    /* In rowid order the ids are 0, 1, 2, ... with none missing or repeated,
+     * and each row's fields are its own (not a neighbour's). */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT id, key_id, input_tokens FROM usage_events"
+                                        " ORDER BY rowid",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    int i = 0;
+    for (; sqlite3_step(q) == SQLITE_ROW; i++) {
+        tg_usage_event_t e;
+        make_event(&e, i, base);
+        assert_string_equal((const char *)sqlite3_column_text(q, 0), e.id);
+        assert_string_equal((const char *)sqlite3_column_text(q, 1), e.key_id);
+        assert_int_equal(sqlite3_column_int64(q, 2), e.input_tokens);
+    }
+    assert_int_equal(i, next);
+    assert_int_equal(i, want);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
 }
 
 static void test_data_version(void **state)
@@ -694,6 +756,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_append_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_1000, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_admission, setup, teardown),
