@@ -198,20 +198,24 @@ static const char *json_ws(const char *p, const char *end)
 }
 
 /* p at the opening quote; returns the byte after the closing one, or NULL.
- * *escaped tells whether the string holds a backslash. memchr finds the
- * quote and any backslash before it (raw control characters pass, as cJSON
- * lets them); only escapes are looked at byte by byte. */
+ * *escaped tells whether the string holds a backslash. Short strings (most
+ * names and values) are walked byte by byte; past the first 32 bytes memchr
+ * finds the quote and any backslash before it (raw control characters pass,
+ * as cJSON lets them); only escapes are looked at byte by byte. */
 static const char *json_string(const char *p, const char *end, int *escaped)
 {
     *escaped = 0;
-    for (p++;;) {
+    p++;
+    for (const char *stop = end - p > 32 ? p + 32 : end; p < stop && *p != '\\'; p++)
+        if (*p == '"') return p + 1;
+    for (;;) {
         const char *q = memchr(p, '"', (size_t)(end - p));
         if (!q) return NULL;
         const char *b = memchr(p, '\\', (size_t)(q - p));
         if (!b) return q + 1;
         *escaped = 1;
         p = b + 1; /* the escaped character; may be the quote found above */
-        if (!*p || !strchr("\"\\/bfnrtu", *p)) return NULL;
+        if (p >= end || !*p || !strchr("\"\\/bfnrtu", *p)) return NULL;
         if (*p == 'u') {
             if (end - p <= 4) return NULL;
             for (int i = 1; i <= 4; i++)
@@ -284,11 +288,13 @@ static const char *json_value(const char *p, const char *end, int depth)
     return json_number(p, end);
 }
 
-int tg_json_member(const char *json, size_t len, const char *name, const char **val, size_t *vlen)
+int tg_json_members(const char *json, size_t len, const char *const *names, size_t n,
+                    tg_span_t *vals)
 {
     const char *end = json + len, *p = json_ws(json, end);
-    size_t nlen = strlen(name);
     int found = 0;
+    for (size_t i = 0; i < n; i++)
+        vals[i] = (tg_span_t){NULL, 0};
     if (p >= end || *p != '{') return -1;
     p = json_ws(p + 1, end);
     if (p < end && *p == '}') return 0;
@@ -297,22 +303,34 @@ int tg_json_member(const char *json, size_t len, const char *name, const char **
         const char *k = p;
         if (p >= end || *p != '"' || !(p = json_string(p, end, &esc))) return -1;
         if (esc) return -1;
-        int match = !found && (size_t)(p - k - 2) == nlen && memcmp(k + 1, name, nlen) == 0;
+        size_t klen = (size_t)(p - k - 2);
+        tg_span_t *hit = NULL;
+        for (size_t i = 0; i < n && !hit; i++)
+            if (!vals[i].p && names[i][0] == k[1] && strlen(names[i]) == klen &&
+                memcmp(k + 1, names[i], klen) == 0)
+                hit = &vals[i];
         p = json_ws(p, end);
         if (p >= end || *p != ':') return -1;
         p = json_ws(p + 1, end);
         const char *v = p;
         if (!(p = json_value(p, end, 1))) return -1;
-        if (match) {
-            *val = v;
-            *vlen = (size_t)(p - v);
-            found = 1;
+        if (hit) {
+            *hit = (tg_span_t){v, (size_t)(p - v)};
+            found++;
         }
         p = json_ws(p, end);
         if (p < end && *p == '}') return found;
         if (p >= end || *p != ',') return -1;
         p = json_ws(p + 1, end);
     }
+}
+
+int tg_json_member(const char *json, size_t len, const char *name, const char **val, size_t *vlen)
+{
+    tg_span_t v;
+    int found = tg_json_members(json, len, &name, 1, &v);
+    if (found > 0) *val = v.p, *vlen = v.len;
+    return found;
 }
 
 size_t tg_strlcpy(char *dst, const char *src, size_t cap)

@@ -69,6 +69,18 @@ int tg_buf_json_str(tg_buf_t *b, const char *s, size_t n);
  * a large document without building a tree of it. */
 int tg_json_member(const char *json, size_t len, const char *name, const char **val, size_t *vlen);
 
+/* A value's bytes inside a larger text. */
+typedef struct {
+    const char *p; /* NULL: absent */
+    size_t len;
+} tg_span_t;
+
+/* tg_json_member() for n names in one pass: vals[i] is the first value
+ * called names[i] ({NULL, 0} when there is none). Returns how many were
+ * found, or -1 as tg_json_member() does. */
+int tg_json_members(const char *json, size_t len, const char *const *names, size_t n,
+                    tg_span_t *vals);
+
 /* Copies src into dst[cap], truncating, NUL-terminated (nothing written when
  * cap is 0); returns strlen(src). snprintf("%s") without the format work. */
 size_t tg_strlcpy(char *dst, const char *src, size_t cap);

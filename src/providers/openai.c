@@ -35,20 +35,30 @@ int tg_openai_usage(const cJSON *obj, tg_usage_event_t *ev)
     return read_usage(cJSON_GetObjectItemCaseSensitive(obj, "usage"), ev);
 }
 
-/* num() on an object's bytes: 1 with *out set (0 when the member is absent
- * or not a number, as num() says), 0 when unsure (then parse instead). */
-static int span_num(const char *obj, size_t len, const char *name, int64_t *out)
+/* num() on a member's bytes (v.p NULL: absent): 1 with *out set (0 when
+ * the member is absent or not a number, as num() says), 0 when unsure (then
+ * parse instead). */
+static int span_num(tg_span_t v, int64_t *out)
 {
-    const char *v;
-    size_t n;
-    int found = tg_json_member(obj, len, name, &v, &n);
-    if (found < 0) return 0;
     *out = 0;
-    if (found == 0 || !(*v == '-' || (*v >= '0' && *v <= '9'))) return 1;
-    char tmp[64]; /* tg_json_member checked the JSON number syntax */
-    if (n >= sizeof(tmp)) return 0;
-    memcpy(tmp, v, n);
-    tmp[n] = '\0';
+    if (!v.p || !(*v.p == '-' || (*v.p >= '0' && *v.p <= '9'))) return 1;
+    /* tg_json_members checked the JSON number syntax. Plain digits, as
+     * counts are written, are read here; what cJSON's strtod gives for them
+     * below 10^15 is exactly their value. */
+    if (v.len <= 15 && *v.p != '-') {
+        int64_t n = 0;
+        size_t i = 0;
+        while (i < v.len && v.p[i] >= '0' && v.p[i] <= '9')
+            n = n * 10 + (v.p[i++] - '0');
+        if (i == v.len) {
+            *out = n;
+            return 1;
+        }
+    }
+    char tmp[64];
+    if (v.len >= sizeof(tmp)) return 0;
+    memcpy(tmp, v.p, v.len);
+    tmp[v.len] = '\0';
     double d = strtod(tmp, NULL); /* what cJSON does with it (C locale) */
     if (d >= 0 && d <= 9e15) *out = (int64_t)d;
     return 1;
@@ -58,13 +68,16 @@ static int span_num(const char *obj, size_t len, const char *name, int64_t *out)
 static int span_usage(const char *u, size_t len, tg_usage_event_t *ev)
 {
     if (*u != '{') return 0; /* not an object: no usage */
+    static const char *const names[] = {"prompt_tokens", "completion_tokens",
+                                        "prompt_tokens_details"};
+    static const char *const cached_name = "cached_tokens";
+    tg_span_t m[3], c = {NULL, 0};
     int64_t prompt, cached = 0, out;
-    const char *d;
-    size_t dlen;
-    int details = tg_json_member(u, len, "prompt_tokens_details", &d, &dlen);
-    if (details < 0 || !span_num(u, len, "prompt_tokens", &prompt) ||
-        !span_num(u, len, "completion_tokens", &out) ||
-        (details > 0 && *d == '{' && !span_num(d, dlen, "cached_tokens", &cached)))
+    if (tg_json_members(u, len, names, 3, m) < 0 || !span_num(m[0], &prompt) ||
+        !span_num(m[1], &out))
+        return -1;
+    if (m[2].p && *m[2].p == '{' &&
+        (tg_json_members(m[2].p, m[2].len, &cached_name, 1, &c) < 0 || !span_num(c, &cached)))
         return -1;
     if (cached > prompt) cached = prompt;
     ev->input_tokens = prompt - cached;

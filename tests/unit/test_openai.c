@@ -100,6 +100,20 @@ static void test_usage_body(void **state)
         {"{\"usage\":{\"prompt_tokens\":3}", 0, 0, 0},
         {"[{\"usage\":{\"prompt_tokens\":3}}]", 0, 0, 0},
         {"", 0, 0, 0},
+        /* counts as plain digits, up to and past 15 of them */
+        {"{\"usage\":{\"prompt_tokens\":999999999999999,\"completion_tokens\":0}}", 1,
+         999999999999999, 0},
+        {"{\"usage\":{\"prompt_tokens\":1234567890123456,\"completion_tokens\":10}}", 1,
+         1234567890123456, 10},
+        /* strings longer than the byte-by-byte stretch, escapes before and after it */
+        {"{\"id\":\"0123456789012345678901234567890123456789\\\"x\","
+         "\"c\":\"a\\n0123456789012345678901234567890123456789\","
+         "\"d\":\"0123456789012345678901234567890\\u00e9\","
+         "\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}",
+         1, 7, 3},
+        {"{\"id\":\"0123456789012345678901234567890123456789\\q\","
+         "\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}",
+         0, 0, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         tg_usage_event_t ev;
@@ -139,6 +153,18 @@ static void test_json_member(void **state)
         deep[k++] = ']';
     deep[k++] = '}';
     assert_int_equal(tg_json_member(deep, k, "a", &v, &n), -1);
+    /* several names in one pass: the first of each, absent ones NULL */
+    static const char *const names[] = {"messages", "stream", "model", "x"};
+    tg_span_t m[4];
+    const char *two = "{\"model\":\"a\",\"x\":[1],\"model\":\"b\",\"messages\":{}}";
+    assert_int_equal(tg_json_members(two, strlen(two), names, 4, m), 3);
+    assert_int_equal(m[0].len, 2);
+    assert_memory_equal(m[0].p, "{}", 2);
+    assert_null(m[1].p);
+    assert_int_equal(m[2].len, 3);
+    assert_memory_equal(m[2].p, "\"a\"", 3);
+    assert_int_equal(m[3].len, 3);
+    assert_int_equal(tg_json_members("{\"x\":}", 6, names, 4, m), -1);
     char buf[4];
     assert_int_equal(tg_strlcpy(buf, "abcdef", sizeof(buf)), 6);
     assert_string_equal(buf, "abc");
