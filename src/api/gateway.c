@@ -308,6 +308,9 @@ static int auth_accept(const tg_key_t *k, const tg_principal_t *p, tg_caller_t *
     return 0;
 }
 
+_Static_assert(sizeof(tg_key_memo_t) <= TG_CONN_MEMO_BYTES, "the key memo fits a connection's");
+_Static_assert(_Alignof(tg_key_memo_t) <= 16, "and is aligned in it");
+
 int tg_api_auth_check(tg_wctx_t *w, tg_req_t *req, tg_caller_t *out, const char **code,
                       const char **msg)
 {
@@ -344,7 +347,13 @@ int tg_api_auth_check(tg_wctx_t *w, tg_req_t *req, tg_caller_t *out, const char 
     const tg_key_t *k = NULL;
     const tg_principal_t *p = NULL;
     const tg_snapshot_t *snap = tg_tenancy_view_get(&w->view);
-    int rc = snap ? tg_snapshot_lookup(snap, tok, len, tg_wall_ms(), &k, &p) : TG_EAUTH;
+    /* The connection remembers its last key: a client that sends the same
+     * one again (every SDK does) skips the SHA-256 and the table. */
+    tg_key_memo_t *memo = req->conn_memo;
+    int rc = !snap ? TG_EAUTH
+             : memo
+                 ? tg_snapshot_lookup_memo(snap, w->view.gen, memo, tok, len, tg_wall_ms(), &k, &p)
+                 : tg_snapshot_lookup(snap, tok, len, tg_wall_ms(), &k, &p);
     if (rc == TG_EREVOKED) {
         *code = "revoked_api_key", *msg = "This API key has been revoked.";
         return 401;

@@ -99,9 +99,8 @@ struct tg_h2 {
     uint64_t idle_due;  /* with no open stream, close then */
     uint64_t win_start; /* the current one-second window, loop ms */
     uint32_t win_opens, win_resets;
-    uint64_t resets; /* over the connection's life */
-    tg_buf_t held;   /* input that arrived while paused */
-    char remote[64];
+    uint64_t resets;     /* over the connection's life */
+    tg_buf_t held;       /* input that arrived while paused */
     unsigned events : 1; /* an abort or drain is due */
     unsigned sweep : 1;  /* a stream may be freed */
     unsigned closed : 1; /* the connection's handles closed */
@@ -202,7 +201,8 @@ static h2s_t *stream_new(h2_t *h, int32_t id)
     s->pub.start_ns = tg_now_ns();
     s->pub.query = "";
     s->pub.body = "";
-    memcpy(s->pub.remote_addr, h->remote, sizeof(s->pub.remote_addr));
+    memcpy(s->pub.remote_addr, c->remote, sizeof(s->pub.remote_addr));
+    s->pub.conn_memo = c->memo;
     s->prev = h->tail;
     if (h->tail)
         h->tail->next = s;
@@ -493,7 +493,7 @@ static int h2_count_reset(h2_t *h)
     if (++h->win_resets <= cfg->h2_resets_per_s && h->resets <= cfg->h2_resets_max) return 0;
     if (!h->calm) {
         tg_warn("http2: %s: too many streams reset by the client; closing the connection",
-                h->remote);
+                h->c->remote);
         nghttp2_session_terminate_session(h->ss, NGHTTP2_ENHANCE_YOUR_CALM);
         h->calm = h->goaway = 1;
     }
@@ -703,7 +703,7 @@ static void h2_pump(h2_t *h)
         const uint8_t *p;
         ssize_t n = nghttp2_session_mem_send(h->ss, &p);
         if (n < 0) {
-            tg_debug("http2: %s: send: %s", h->remote, nghttp2_strerror((int)n));
+            tg_debug("http2: %s: send: %s", h->c->remote, nghttp2_strerror((int)n));
             tg_conn_close(c);
             break;
         }
@@ -851,7 +851,6 @@ int tg_h2_start(conn_t *c)
     }
     h->c = c;
     tg_buf_init(&h->held, H2_HELD_MAX);
-    tg_conn_peer_str(c, h->remote, sizeof(h->remote));
     c->h2 = h;
     c->proto = TG_PROTO_H2;
     c->state = CS_H2;
@@ -873,7 +872,7 @@ static void h2_feed(h2_t *h, const char *data, size_t n)
     h->busy--;
     if (rv < 0) {
         /* A connection error: nghttp2 queued its GOAWAY where it could. */
-        tg_debug("http2: %s: %s", h->remote, nghttp2_strerror((int)rv));
+        tg_debug("http2: %s: %s", h->c->remote, nghttp2_strerror((int)rv));
         if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
             tg_conn_close(c);
             return;
@@ -938,7 +937,7 @@ void tg_h2_on_timer(conn_t *c)
             s->due = 0;
             if (!s->headers_done) {
                 /* Stuck inside a header block: nothing else can move. */
-                tg_debug("http2: %s: header timeout", h->remote);
+                tg_debug("http2: %s: header timeout", h->c->remote);
                 nghttp2_session_terminate_session(h->ss, NGHTTP2_PROTOCOL_ERROR);
             } else if (!s->body_done && !s->reject) {
                 s->reject = 408;
@@ -949,7 +948,7 @@ void tg_h2_on_timer(conn_t *c)
         if (s->send_due && now >= s->send_due) {
             /* The client stopped granting window for this stream. */
             s->send_due = 0;
-            tg_debug("http2: %s: stream %d not read for %u ms; reset", h->remote, s->id,
+            tg_debug("http2: %s: stream %d not read for %u ms; reset", h->c->remote, s->id,
                      cfg->send_timeout_ms);
             nghttp2_submit_rst_stream(h->ss, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
         }

@@ -90,6 +90,8 @@ enum {
     TG_HTTP_OPTIONS
 };
 
+enum { TG_CONN_MEMO_BYTES = 96 };
+
 struct tg_req {
     /* Read-only for handlers. */
     tg_worker_t *worker;
@@ -107,6 +109,11 @@ struct tg_req {
     tg_arena_t *arena; /* freed when the request is finished */
     uint64_t start_ns; /* tg_now_ns() when the first byte arrived */
     char remote_addr[64];
+    /* TG_CONN_MEMO_BYTES that live as long as the request's connection
+     * (HTTP/1.1 or /2): zeroed when it opens, wiped when it closes, used by
+     * one thread. For what the handler layer may reuse across a connection's
+     * requests (the last API key that authenticated on it). */
+    void *conn_memo;
 
     /* Set by handlers. */
     void *data;

@@ -84,9 +84,13 @@ struct conn {
     uint64_t send_due; /* slow-reader deadline while queued > low water */
     uint64_t timer_due;
     struct sockaddr_in6 peer; /* large enough for either family */
-    struct tg_h2 *h2;         /* the HTTP/2 session (h2.c), or NULL */
-    struct ssl_st *ssl;       /* TLS (tls.c), or NULL */
-    uint16_t err_status;      /* set by a parser callback that rejects */
+    char remote[64];          /* peer's address as text, made once at accept */
+    /* The handler layer's memory for the connection (tg_req_t.conn_memo):
+     * zeroed at accept, wiped before the connection is freed. */
+    _Alignas(16) unsigned char memo[TG_CONN_MEMO_BYTES];
+    struct tg_h2 *h2;    /* the HTTP/2 session (h2.c), or NULL */
+    struct ssl_st *ssl;  /* TLS (tls.c), or NULL */
+    uint16_t err_status; /* set by a parser callback that rejects */
     uint8_t state;
     uint8_t proto;        /* TG_PROTO_* */
     uint8_t handles;      /* handles still closing */
@@ -161,7 +165,6 @@ void tg_conn_on_plain(conn_t *c, const char *data, size_t n);
 void tg_conn_on_eof(conn_t *c);
 /* Stops or restarts reading the socket. */
 void tg_conn_read(conn_t *c, int on);
-void tg_conn_peer_str(const conn_t *c, char *out, size_t cap);
 /* Refreshes w->date ("Date: ...\r\n", at most once a second). */
 void tg_worker_date(tg_worker_t *w);
 /* The server's own error answer (limits, timeouts, bad syntax): counts it

@@ -559,6 +559,7 @@ void tg_conn_free(conn_t *c)
         w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     w->nconns--;
+    explicit_bzero(c->memo, sizeof(c->memo)); /* it may hold a key */
     free(c);
     worker_maybe_finish(w);
 }
@@ -943,7 +944,7 @@ static const llhttp_settings_t parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
-void tg_conn_peer_str(const conn_t *c, char *out, size_t cap)
+static void conn_peer_str(const conn_t *c, char *out, size_t cap)
 {
     const void *addr = c->peer.sin6_family == AF_INET
                            ? (const void *)&((struct sockaddr_in *)&c->peer)->sin_addr
@@ -957,7 +958,8 @@ static void conn_dispatch(conn_t *c)
     hreq_t *r = c->req;
     c->state = CS_HANDLER;
     r->in_handler = 1;
-    tg_conn_peer_str(c, r->pub.remote_addr, sizeof(r->pub.remote_addr));
+    memcpy(r->pub.remote_addr, c->remote, sizeof(r->pub.remote_addr));
+    r->pub.conn_memo = c->memo;
     const tg_http_app_t *app = &c->w->s->app;
     app->handle(&r->pub, app->ctx);
 }
@@ -1356,6 +1358,7 @@ static void worker_on_connection(uv_stream_t *server, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     int alen = sizeof(c->peer);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &alen)) c->peer.sin6_family = 0;
+    conn_peer_str(c, c->remote, sizeof(c->remote));
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
     c->state = CS_IDLE;

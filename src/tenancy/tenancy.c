@@ -14,6 +14,7 @@
 #include "tenancy/tenancy.h"
 
 #include <assert.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
@@ -295,28 +296,60 @@ size_t tg_snapshot_count(const tg_snapshot_t *s)
 
 /* On TG_EREVOKED and TG_EEXPIRED *key is still set, so the caller can say
  * which key was refused; on TG_EAUTH it is NULL. */
+/* The verdict on table entry v at now_ms, with *key and *principal set. */
+static int slot_verdict(const tg_snapshot_t *s, uint32_t v, int64_t now_ms, const tg_key_t **key,
+                        const tg_principal_t **principal)
+{
+    size_t i = (v & ~SLOT_PREV) - 1;
+    const tg_key_t *k = &s->keys[i];
+    if (key) *key = k;
+    if (principal && s->principals) *principal = &s->principals[i];
+    if (k->revoked_ms != 0 && k->revoked_ms <= now_ms) return TG_EREVOKED;
+    if (k->expires_ms != 0 && k->expires_ms <= now_ms) return TG_EEXPIRED;
+    if ((v & SLOT_PREV) && k->prev_expires_ms <= now_ms) return TG_EEXPIRED;
+    return 0;
+}
+
+/* The table entry whose hash is that of secret, or 0. */
+static uint32_t find_slot(const tg_snapshot_t *s, const char *secret, size_t len)
+{
+    uint8_t h[32];
+    tg_key_hash(secret, len, h);
+    /* memcmp on hashes, not secrets: its timing reveals nothing usable. */
+    for (size_t j = slot_of(h, s->mask); s->slots[j]; j = (j + 1) & s->mask)
+        if (memcmp(slot_hash(s, s->slots[j]), h, 32) == 0) return s->slots[j];
+    return 0;
+}
+
 int tg_snapshot_lookup(const tg_snapshot_t *s, const char *secret, size_t len, int64_t now_ms,
                        const tg_key_t **key, const tg_principal_t **principal)
 {
     if (key) *key = NULL;
     if (principal) *principal = NULL;
     if (!s || !secret || len == 0 || len > TG_KEY_SECRET_MAX) return TG_EAUTH;
-    uint8_t h[32];
-    tg_key_hash(secret, len, h);
-    /* memcmp on hashes, not secrets: its timing reveals nothing usable. */
-    for (size_t j = slot_of(h, s->mask); s->slots[j]; j = (j + 1) & s->mask) {
-        uint32_t v = s->slots[j];
-        if (memcmp(slot_hash(s, v), h, 32) != 0) continue;
-        size_t i = (v & ~SLOT_PREV) - 1;
-        const tg_key_t *k = &s->keys[i];
-        if (key) *key = k;
-        if (principal && s->principals) *principal = &s->principals[i];
-        if (k->revoked_ms != 0 && k->revoked_ms <= now_ms) return TG_EREVOKED;
-        if (k->expires_ms != 0 && k->expires_ms <= now_ms) return TG_EEXPIRED;
-        if ((v & SLOT_PREV) && k->prev_expires_ms <= now_ms) return TG_EEXPIRED;
-        return 0;
+    uint32_t v = find_slot(s, secret, len);
+    return v ? slot_verdict(s, v, now_ms, key, principal) : TG_EAUTH;
+}
+
+int tg_snapshot_lookup_memo(const tg_snapshot_t *s, uint64_t gen, tg_key_memo_t *m,
+                            const char *secret, size_t len, int64_t now_ms, const tg_key_t **key,
+                            const tg_principal_t **principal)
+{
+    if (key) *key = NULL;
+    if (principal) *principal = NULL;
+    if (!s || !secret || len == 0 || len > TG_KEY_SECRET_MAX) return TG_EAUTH;
+    if (m->gen == gen && gen != 0 && m->len == len && CRYPTO_memcmp(m->secret, secret, len) == 0)
+        return slot_verdict(s, m->slot, now_ms, key, principal);
+    uint32_t v = find_slot(s, secret, len);
+    if (!v) return TG_EAUTH;
+    int rc = slot_verdict(s, v, now_ms, key, principal);
+    if (rc == 0) {
+        m->gen = gen;
+        m->slot = v;
+        m->len = (uint32_t)len;
+        memcpy(m->secret, secret, len);
     }
-    return TG_EAUTH;
+    return rc;
 }
 
 int tg_snapshot_auth(const tg_snapshot_t *s, const char *secret, size_t len, int64_t now_ms,

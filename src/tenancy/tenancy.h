@@ -93,6 +93,23 @@ int tg_snapshot_auth(const tg_snapshot_t *s, const char *secret, size_t len, int
  * secret past its rotation grace is TG_EEXPIRED. */
 int tg_snapshot_lookup(const tg_snapshot_t *s, const char *secret, size_t len, int64_t now_ms,
                        const tg_key_t **key, const tg_principal_t **principal);
+/* What a connection remembers of the last key that authenticated on it, so
+ * that its next request with the same secret skips the hash and the table.
+ * It holds the secret itself: keep it only in memory that is wiped after
+ * use (tg_req_t.conn_memo). All zero: empty. */
+typedef struct {
+    uint64_t gen;  /* the snapshot's generation (tg_tenancy_view_t.gen) */
+    uint32_t slot; /* the table entry that matched */
+    uint32_t len;
+    char secret[TG_KEY_SECRET_MAX];
+} tg_key_memo_t;
+/* tg_snapshot_lookup() through a memo: when m holds this very secret from
+ * snapshot generation gen, the entry it names is checked again for the time
+ * now_ms without hashing; else the lookup runs and, when it succeeds, m
+ * remembers it. The secret is compared in constant time. */
+int tg_snapshot_lookup_memo(const tg_snapshot_t *s, uint64_t gen, tg_key_memo_t *m,
+                            const char *secret, size_t len, int64_t now_ms, const tg_key_t **key,
+                            const tg_principal_t **principal);
 /* The key with this id, or NULL (a linear scan: for the admin side). */
 const tg_key_t *tg_snapshot_key_by_id(const tg_snapshot_t *s, const char *id,
                                       const tg_principal_t **principal);

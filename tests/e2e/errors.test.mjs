@@ -5,6 +5,7 @@
 
 import { test, describe, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import OpenAI from 'openai';
 import { startFakeOpenAI, ERROR_BODIES } from './fake-openai.mjs';
 import {
@@ -320,6 +321,56 @@ describe('errors, key lifecycle and upstream failures', () => {
     const listed = (await listKeys(env.configFile)).find((x) => x.id === entry.id);
     assert.ok(listed.revoked_ms > 0, 'keys list shows revoked_ms');
     await assertStillServing('revoked_api_key');
+  });
+
+  test('one keep-alive connection: keys switch per request, a wrong one is refused, a revoked one stops', T, async () => {
+    // The connection remembers its last key (to skip hashing it again): that
+    // must never answer for another key, or outlive a revocation.
+    const a = await createKey(env.configFile, `team-ka-a-${randomId(3)}`);
+    const b = await createKey(env.configFile, `team-ka-b-${randomId(3)}`);
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set();
+    agent.on('free', (s) => sockets.add(s));
+    const on = (key) =>
+      request(port, {
+        method: 'POST',
+        path: '/v1/chat/completions',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+        body: chatBody('gpt-test'),
+        agent,
+      });
+    try {
+      await waitFor(async () => (await on(a)).status === 200 && (await on(b)).status === 200, {
+        timeoutMs: 3000,
+        message: 'the new keys to be accepted',
+      });
+      const teamOf = async (key) => {
+        const r = await on(key);
+        assert.equal(r.status, 200, r.text);
+        return (await waitForUsage(env.configFile, r.headers['x-request-id'], { timeoutMs: 3000 })).team;
+      };
+      assert.match(await teamOf(a), /^team-ka-a-/);
+      assert.match(await teamOf(b), /^team-ka-b-/);
+      assert.match(await teamOf(a), /^team-ka-a-/);
+      // the remembered key with its last character changed, and cut short
+      const wrong = a.slice(0, -1) + (a.endsWith('x') ? 'y' : 'x');
+      expectError(assert, await on(wrong), 401, 'invalid_api_key', 'a near miss of the last key');
+      expectError(assert, await on(a.slice(0, -1)), 401, 'invalid_api_key', 'the last key cut short');
+      assert.equal((await on(a)).status, 200);
+      await revokeKey(env.configFile, keyEntryFor(await listKeys(env.configFile), a).id);
+      const res = await waitFor(
+        async () => {
+          const r = await on(a);
+          return r.status === 401 ? r : null;
+        },
+        { timeoutMs: 3000, message: 'the revoked key to be refused on the same connection' },
+      );
+      expectError(assert, res, 401, 'revoked_api_key', 'revoked while its connection stayed open');
+      assert.equal((await on(b)).status, 200, 'the other key still works on it');
+      assert.equal(sockets.size, 1, 'every request went over the one connection');
+    } finally {
+      agent.destroy();
+    }
   });
 
   test('revoke by prefix works too', T, async () => {

@@ -152,6 +152,92 @@ static void test_auth(void **state)
     assert_null(s);
 }
 
+/* A connection's memo of its last key: the same verdicts as a lookup, at
+ * every instant, without keeping a verdict past its time or generation. */
+static void test_auth_memo(void **state)
+{
+    const int64_t now = 1790000000000LL;
+    made_t a, b, rot;
+    make(&a, "a");
+    a.k.expires_ms = now + 10;
+    make(&b, "b");
+    /* rot's secret was rotated: the old one works until now + 5 */
+    make(&rot, "rot");
+    char old[TG_KEY_SECRET_MAX];
+    memcpy(old, rot.secret, sizeof(old));
+    assert_int_equal(tg_key_generate(&rot.k, rot.secret, sizeof(rot.secret)), 0);
+    snprintf(rot.k.team, sizeof(rot.k.team), "rot");
+    tg_key_hash(old, strlen(old), rot.k.prev_hash);
+    rot.k.prev_expires_ms = now + 5;
+    tg_key_t keys[] = {a.k, b.k, rot.k};
+    tg_snapshot_t *s = NULL;
+    assert_int_equal(tg_snapshot_build(&s, keys, 3), 0);
+
+    tg_key_memo_t m;
+    memset(&m, 0, sizeof(m));
+    const tg_key_t *k = NULL;
+    const tg_principal_t *p = NULL;
+    assert_int_equal(tg_snapshot_lookup_memo(s, 7, &m, a.secret, strlen(a.secret), now, &k, &p), 0);
+    assert_string_equal(k->team, "a");
+    assert_int_equal(m.gen, 7);
+    assert_int_equal(m.len, strlen(a.secret));
+    /* Remembered: the same answer again, until a's expiry comes. */
+    k = NULL;
+    assert_int_equal(tg_snapshot_lookup_memo(s, 7, &m, a.secret, strlen(a.secret), now + 9, &k, &p),
+                     0);
+    assert_string_equal(k->team, "a");
+    assert_int_equal(
+        tg_snapshot_lookup_memo(s, 7, &m, a.secret, strlen(a.secret), now + 10, &k, &p),
+        TG_EEXPIRED);
+    /* Another secret, a truncated one, one with a byte changed: each looked
+     * up for itself (never a's answer). */
+    assert_int_equal(tg_snapshot_lookup_memo(s, 7, &m, b.secret, strlen(b.secret), now, &k, &p), 0);
+    assert_string_equal(k->team, "b");
+    assert_int_equal(m.len, strlen(b.secret));
+    assert_memory_equal(m.secret, b.secret, strlen(b.secret));
+    assert_int_equal(tg_snapshot_lookup_memo(s, 7, &m, b.secret, strlen(b.secret) - 1, now, &k, &p),
+                     TG_EAUTH);
+    assert_null(k);
+    char bad[TG_KEY_SECRET_MAX];
+    memcpy(bad, b.secret, sizeof(bad));
+    bad[strlen(bad) - 1] ^= 1;
+    assert_int_equal(tg_snapshot_lookup_memo(s, 7, &m, bad, strlen(bad), now, &k, &p), TG_EAUTH);
+    /* A failed lookup leaves the memo as it was. */
+    assert_memory_equal(m.secret, b.secret, strlen(b.secret));
+    /* The old secret of a rotated key, remembered, expires with its grace. */
+    assert_int_equal(tg_snapshot_lookup_memo(s, 7, &m, old, strlen(old), now + 4, &k, &p), 0);
+    assert_string_equal(k->team, "rot");
+    assert_int_equal(tg_snapshot_lookup_memo(s, 7, &m, old, strlen(old), now + 5, &k, &p),
+                     TG_EEXPIRED);
+    assert_int_equal(
+        tg_snapshot_lookup_memo(s, 7, &m, rot.secret, strlen(rot.secret), now + 5, &k, &p), 0);
+    tg_snapshot_free(s);
+
+    /* The next generation (rot gone, b revoked, the order changed) is looked
+     * up afresh: the memo (rot's new secret, from generation 7) names an
+     * entry of the old table. */
+    assert_memory_equal(m.secret, rot.secret, strlen(rot.secret));
+    b.k.revoked_ms = now;
+    tg_key_t keys2[] = {b.k, a.k};
+    assert_int_equal(tg_snapshot_build(&s, keys2, 2), 0);
+    assert_int_equal(tg_snapshot_lookup_memo(s, 8, &m, rot.secret, strlen(rot.secret), now, &k, &p),
+                     TG_EAUTH);
+    assert_int_equal(tg_snapshot_lookup_memo(s, 8, &m, a.secret, strlen(a.secret), now, &k, &p), 0);
+    assert_string_equal(k->team, "a");
+    assert_int_equal(m.gen, 8);
+    assert_int_equal(tg_snapshot_lookup_memo(s, 8, &m, b.secret, strlen(b.secret), now, &k, &p),
+                     TG_EREVOKED);
+    /* A refused key is not remembered. */
+    assert_int_equal(m.len, strlen(a.secret));
+    assert_memory_equal(m.secret, a.secret, strlen(a.secret));
+    /* Generation 0 (an empty memo's) never matches. */
+    memset(&m, 0, sizeof(m));
+    assert_int_equal(tg_snapshot_lookup_memo(s, 0, &m, a.secret, strlen(a.secret), now, &k, &p), 0);
+    assert_int_equal(tg_snapshot_lookup_memo(NULL, 0, &m, a.secret, strlen(a.secret), now, &k, &p),
+                     TG_EAUTH);
+    tg_snapshot_free(s);
+}
+
 /* Derived secrets: recomputable from the record (and only with the
  * derivation secret), a fresh salt per secret, random without one. */
 static void test_derived_secrets(void **state)
@@ -354,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_generate_format),
         cmocka_unit_test(test_key_hash_known),
         cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_auth_memo),
         cmocka_unit_test(test_derived_secrets),
         cmocka_unit_test(test_snapshot_10k),
         cmocka_unit_test(test_publish_while_viewed),
