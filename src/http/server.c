@@ -273,17 +273,6 @@ void tg_worker_date(tg_worker_t *w)
     w->date_next = now + 1000 - (uint64_t)(ts.tv_nsec / 1000000);
 }
 
-static int append_uint(tg_buf_t *b, uint64_t v)
-{
-    char tmp[24];
-    size_t n = sizeof(tmp);
-    do {
-        tmp[--n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    return tg_buf_append(b, tmp + n, sizeof(tmp) - n);
-}
-
 /* The server owns framing: these names from a handler are dropped. */
 static int header_reserved(const tg_header_t *h)
 {
@@ -317,41 +306,71 @@ int tg_header_skip(const tg_header_t *h)
     return header_unsafe(h) || header_reserved(h);
 }
 
-/* Builds status line and headers into w->hbuf. */
+/* Builds status line and headers into w->hbuf: one reservation for the
+ * whole head, then plain copies. */
 static int build_head(tg_worker_t *w, int status, const tg_header_t *hdrs, size_t nhdrs, int keep,
                       int frame, size_t clen)
 {
+    static const char cl[] = "Content-Length: ", te[] = "Transfer-Encoding: chunked\r\n",
+                      ka[] = "Connection: keep-alive\r\n\r\n", cc[] = "Connection: close\r\n\r\n";
     tg_buf_t *b = &w->hbuf;
     tg_buf_reset(b);
     if (status < 100 || status > 999) status = 500;
-    char line[16] = "HTTP/1.1 000 ";
-    line[9] = (char)('0' + status / 100);
-    line[10] = (char)('0' + status / 10 % 10);
-    line[11] = (char)('0' + status % 10);
     tg_worker_date(w);
-    int rc = tg_buf_append(b, line, 13);
-    if (!rc) rc = tg_buf_appends(b, tg_http_reason(status));
-    if (!rc) rc = tg_buf_append(b, "\r\n", 2);
-    if (!rc) rc = tg_buf_append(b, w->date, w->date_len);
-    for (size_t i = 0; !rc && i < nhdrs; i++) {
+    const char *reason = tg_http_reason(status);
+    size_t rlen = strlen(reason);
+    /* "HTTP/1.1 000 " reason CRLF, Date, headers, framing (20 digits at
+     * most), Connection and the blank line. */
+    size_t need = 13 + rlen + 2 + w->date_len + sizeof(cl) + 20 + 2 + sizeof(te) + sizeof(ka);
+    for (size_t i = 0; i < nhdrs; i++)
+        need += hdrs[i].name_len + 2 + hdrs[i].value_len + 2;
+    int rc = tg_buf_reserve(b, need);
+    if (rc) return rc;
+    char *o = b->data;
+    memcpy(o, "HTTP/1.1 ", 9);
+    o[9] = (char)('0' + status / 100);
+    o[10] = (char)('0' + status / 10 % 10);
+    o[11] = (char)('0' + status % 10);
+    o[12] = ' ';
+    o += 13;
+    memcpy(o, reason, rlen);
+    o += rlen;
+    *o++ = '\r', *o++ = '\n';
+    memcpy(o, w->date, w->date_len);
+    o += w->date_len;
+    for (size_t i = 0; i < nhdrs; i++) {
         const tg_header_t *h = &hdrs[i];
         if (header_unsafe(h) || header_reserved(h)) continue;
-        rc = tg_buf_append(b, h->name, h->name_len);
-        if (!rc) rc = tg_buf_append(b, ": ", 2);
-        if (!rc) rc = tg_buf_append(b, h->value, h->value_len);
-        if (!rc) rc = tg_buf_append(b, "\r\n", 2);
+        memcpy(o, h->name, h->name_len);
+        o += h->name_len;
+        *o++ = ':', *o++ = ' ';
+        memcpy(o, h->value, h->value_len);
+        o += h->value_len;
+        *o++ = '\r', *o++ = '\n';
     }
-    if (!rc && frame == FRAME_LENGTH) {
-        rc = tg_buf_append(b, "Content-Length: ", 16);
-        if (!rc) rc = append_uint(b, clen);
-        if (!rc) rc = tg_buf_append(b, "\r\n", 2);
-    } else if (!rc && frame == FRAME_CHUNKED) {
-        rc = tg_buf_appends(b, "Transfer-Encoding: chunked\r\n");
+    if (frame == FRAME_LENGTH) {
+        memcpy(o, cl, sizeof(cl) - 1);
+        o += sizeof(cl) - 1;
+        char tmp[24];
+        size_t n = sizeof(tmp);
+        do {
+            tmp[--n] = (char)('0' + clen % 10);
+            clen /= 10;
+        } while (clen);
+        memcpy(o, tmp + n, sizeof(tmp) - n);
+        o += sizeof(tmp) - n;
+        *o++ = '\r', *o++ = '\n';
+    } else if (frame == FRAME_CHUNKED) {
+        memcpy(o, te, sizeof(te) - 1);
+        o += sizeof(te) - 1;
     }
-    if (!rc)
-        rc = tg_buf_appends(b,
-                            keep ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n");
-    return rc;
+    const char *conn = keep ? ka : cc;
+    size_t connlen = keep ? sizeof(ka) - 1 : sizeof(cc) - 1;
+    memcpy(o, conn, connlen);
+    o += connlen;
+    *o = '\0';
+    b->len = (size_t)(o - b->data);
+    return 0;
 }
 
 /* ---- writing --------------------------------------------------------------- */

@@ -106,26 +106,40 @@ int tg_cost_event(const tg_prices_t *book, const char *const *keys, size_t nkeys
     ev->cost_total = c.total;
     /* A call with no price at all is flagged even when it counted nothing. */
     ev->unpriced = !p || c.unpriced;
-    snprintf(ev->price_version, sizeof(ev->price_version), "%s", p ? p->version : "none");
+    tg_strlcpy(ev->price_version, p ? p->version : "none", sizeof(ev->price_version));
     return rc;
 }
 
 int tg_usd_format(int64_t pico, char *out, size_t cap)
 {
-    char buf[40];
+    /* "-" whole "." up to 12 digits of fraction without trailing zeros;
+     * by hand: it runs for every response (x-tollgate-cost-usd). */
+    char buf[40], *o = buf;
     uint64_t m = pico < 0 ? (uint64_t)0 - (uint64_t)pico : (uint64_t)pico;
     uint64_t whole = m / 1000000000000ull, frac = m % 1000000000000ull;
-    int n = snprintf(buf, sizeof(buf), "%s%llu", pico < 0 ? "-" : "", (unsigned long long)whole);
+    if (pico < 0) *o++ = '-';
+    char tmp[24];
+    size_t n = sizeof(tmp);
+    do {
+        tmp[--n] = (char)('0' + whole % 10);
+        whole /= 10;
+    } while (whole);
+    memcpy(o, tmp + n, sizeof(tmp) - n);
+    o += sizeof(tmp) - n;
     if (frac) {
-        char f[16];
-        snprintf(f, sizeof(f), "%012llu", (unsigned long long)frac);
+        char f[12];
+        for (int i = 11; i >= 0; i--, frac /= 10)
+            f[i] = (char)('0' + frac % 10);
         size_t k = 12;
-        while (k > 0 && f[k - 1] == '0')
+        while (f[k - 1] == '0')
             k--;
-        f[k] = '\0';
-        n = snprintf(buf + n, sizeof(buf) - (size_t)n, ".%s", f) + n;
+        *o++ = '.';
+        memcpy(o, f, k);
+        o += k;
     }
-    if ((size_t)n + 1 > cap) return TG_ETOOBIG;
-    memcpy(out, buf, (size_t)n + 1);
-    return n;
+    size_t len = (size_t)(o - buf);
+    if (len + 1 > cap) return TG_ETOOBIG;
+    memcpy(out, buf, len);
+    out[len] = '\0';
+    return (int)len;
 }

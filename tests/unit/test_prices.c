@@ -149,6 +149,12 @@ static void test_usd_format(void **state)
     tg_usd_format(INT64_MIN, b, sizeof(b));
     assert_string_equal(b, "-9223372.036854775808");
     assert_int_equal(tg_usd_format(123000000, b, 8), TG_ETOOBIG);
+    assert_int_equal(tg_usd_format(123000000, b, 9), 8); /* just fits, with its NUL */
+    assert_string_equal(b, "0.000123");
+    assert_int_equal(tg_usd_format(1000000000001LL, b, sizeof(b)), 14);
+    assert_string_equal(b, "1.000000000001");
+    tg_usd_format(-10000000000000LL, b, sizeof(b));
+    assert_string_equal(b, "-10");
 }
 
 /* ---- loading ------------------------------------------------------------------ */
