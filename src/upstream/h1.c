@@ -562,8 +562,27 @@ static void conn_send(h1_conn_t *k)
     if (c->fb_ms) c->fb_due = uv_now(k->h->loop) + c->fb_ms;
     conn_arm(k);
     k->write.data = k;
+    /* The socket first: a request that fits its buffer (nearly all) needs no
+     * write request, and the watcher's events stay as they are (a uv_write
+     * costs an epoll_ctl each time). Only what it did not take is queued. */
+    unsigned nb = c->body_len ? 2 : 1;
+    int rc = uv_try_write((uv_stream_t *)&k->tcp, b, nb);
+    if (rc >= 0) {
+        size_t took = (size_t)rc;
+        for (unsigned i = 0; i < nb && took; i++) {
+            size_t t = took < b[i].len ? took : b[i].len;
+            b[i].base += t, b[i].len -= t, took -= t;
+        }
+        if (b[nb - 1].len == 0) {
+            conn_read(k, 1);
+            return;
+        }
+        if (b[0].len == 0) b[0] = b[1], nb = 1;
+    }
+    /* The rest, or all of it after EAGAIN or an error (which on_write then
+     * hears, and retries a pooled connection the server had closed). */
     k->writing = 1;
-    int rc = uv_write(&k->write, (uv_stream_t *)&k->tcp, b, c->body_len ? 2 : 1, on_write);
+    rc = uv_write(&k->write, (uv_stream_t *)&k->tcp, b, nb, on_write);
     if (rc) {
         k->writing = 0;
         k->pending_err = TG_EUPSTREAM;
