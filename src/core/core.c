@@ -197,30 +197,67 @@ static const char *json_ws(const char *p, const char *end)
     return p;
 }
 
+/* The 4 hex digits at p as a number, or -1. */
+static long hex4(const char *p)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        int c = (unsigned char)p[i], d = c >= '0' && c <= '9'   ? c - '0'
+                                         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                                                : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Whether bits has a byte equal to the one repeated in pat (SWAR). */
+static inline uint64_t has_byte(uint64_t bits, uint64_t pat)
+{
+    uint64_t x = bits ^ pat;
+    return (x - 0x0101010101010101ull) & ~x & 0x8080808080808080ull;
+}
+
 /* p at the opening quote; returns the byte after the closing one, or NULL.
- * *escaped tells whether the string holds a backslash. Short strings (most
- * names and values) are walked byte by byte; past the first 32 bytes memchr
- * finds the quote and any backslash before it (raw control characters pass,
- * as cJSON lets them); only escapes are looked at byte by byte. */
+ * *escaped tells whether the string holds a backslash. Eight bytes at a time
+ * are checked for a quote or a backslash (raw control characters pass, as
+ * cJSON lets them); only escapes are looked at byte by byte, and refused
+ * where cJSON refuses them: an unknown letter, \u without 4 hex digits, a
+ * low surrogate alone, a high one not followed by a \u low one. */
 static const char *json_string(const char *p, const char *end, int *escaped)
 {
     *escaped = 0;
     p++;
-    for (const char *stop = end - p > 32 ? p + 32 : end; p < stop && *p != '\\'; p++)
-        if (*p == '"') return p + 1;
     for (;;) {
-        const char *q = memchr(p, '"', (size_t)(end - p));
-        if (!q) return NULL;
-        const char *b = memchr(p, '\\', (size_t)(q - p));
-        if (!b) return q + 1;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        while (end - p >= 8) {
+            uint64_t bits;
+            memcpy(&bits, p, 8);
+            uint64_t hit = has_byte(bits, 0x2222222222222222ull) | /* '"' */
+                           has_byte(bits, 0x5c5c5c5c5c5c5c5cull);  /* '\\' */
+            if (hit) {
+                p += __builtin_ctzll(hit) / 8; /* the lowest hit is exact */
+                break;
+            }
+            p += 8;
+        }
+#endif
+        while (p < end && *p != '"' && *p != '\\')
+            p++;
+        if (p >= end) return NULL;
+        if (*p == '"') return p + 1;
         *escaped = 1;
-        p = b + 1; /* the escaped character; may be the quote found above */
-        if (p >= end || !*p || !strchr("\"\\/bfnrtu", *p)) return NULL;
+        if (++p >= end || !*p || !strchr("\"\\/bfnrtu", *p)) return NULL;
         if (*p == 'u') {
-            if (end - p <= 4) return NULL;
-            for (int i = 1; i <= 4; i++)
-                if (!isxdigit((unsigned char)p[i])) return NULL;
+            long cp = end - p > 4 ? hex4(p + 1) : -1;
+            if (cp < 0 || (cp >= 0xDC00 && cp <= 0xDFFF)) return NULL;
             p += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF) { /* a pair: \uD8xx\uDCxx */
+                long lo = end - p > 6 && p[1] == '\\' && p[2] == 'u' ? hex4(p + 3) : -1;
+                if (lo < 0xDC00 || lo > 0xDFFF) return NULL;
+                p += 6;
+            }
         }
         p++;
     }

@@ -114,6 +114,15 @@ static void test_usage_body(void **state)
         {"{\"id\":\"0123456789012345678901234567890123456789\\q\","
          "\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}",
          0, 0, 0},
+        /* \\u escapes as cJSON takes them: a surrogate pair, and what it refuses
+         * (a low surrogate alone, a high one unpaired or paired with a non-low) */
+        {"{\"x\":\"\\ud83d\\ude00 \\u00e9\\u0041\",\"usage\":{\"prompt_tokens\":2}}", 1, 2, 0},
+        {"{\"x\":\"\\udc00\",\"usage\":{\"prompt_tokens\":2}}", 0, 0, 0},
+        {"{\"x\":\"\\ud800\",\"usage\":{\"prompt_tokens\":2}}", 0, 0, 0},
+        {"{\"x\":\"\\ud800\\u0041\",\"usage\":{\"prompt_tokens\":2}}", 0, 0, 0},
+        {"{\"x\":\"\\ud800\\\\ude00\",\"usage\":{\"prompt_tokens\":2}}", 0, 0, 0},
+        /* cJSON takes a bad hex digit (as 0): the scanner leaves it to cJSON */
+        {"{\"x\":\"\\u12G4\",\"usage\":{\"prompt_tokens\":2}}", 1, 2, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         tg_usage_event_t ev;
