@@ -44,7 +44,7 @@ typedef struct {
     int fin;     /* FIN_* */
     int err_status;
     const char *err_code, *err_msg;
-    int64_t est_input;
+    int completions;    /* /v1/completions (a prompt, not messages) */
     int64_t chunks_out; /* content chunks forwarded, for estimates */
     uint64_t up_start_ns;
     tg_buf_t body; /* plain response, or an error body during a stream */
@@ -104,6 +104,24 @@ static void on_committed(void *ud, int status)
     chat_free(c);
 }
 
+/* The input's size in tokens as far as the request shows it, for a call
+ * whose provider never said: the body is read again only then (it is the
+ * request's until it is answered). */
+static int64_t estimate_input(const chat_t *c)
+{
+    cJSON *root = cJSON_ParseWithLength(c->req->body, c->req->body_len);
+    int64_t n = 0;
+    if (c->completions) {
+        char *text = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(root, "prompt"));
+        n = text ? tg_estimate_tokens((int64_t)strlen(text)) : 0;
+        free(text);
+    } else {
+        n = tg_openai_estimate_input(cJSON_GetObjectItemCaseSensitive(root, "messages"));
+    }
+    cJSON_Delete(root);
+    return n;
+}
+
 static void record(chat_t *c, const char *outcome, int status)
 {
     if (c->recorded) return;
@@ -112,7 +130,7 @@ static void record(chat_t *c, const char *outcome, int status)
     if (!c->saw_usage && (strcmp(outcome, TG_OUTCOME_ABANDONED) == 0 ||
                           strcmp(outcome, TG_OUTCOME_INTERRUPTED) == 0)) {
         /* The provider never said: bill what we can see, and say so. */
-        ev->input_tokens = c->est_input;
+        ev->input_tokens = estimate_input(c);
         ev->output_tokens = c->chunks_out;
         ev->token_source = TG_TOKENS_ESTIMATED;
     }
@@ -268,11 +286,11 @@ static void on_abort(tg_req_t *req)
  * spliced into the bytes as they are (nothing else is re-printed, so numbers
  * keep their digits): malloc'ed, or NULL when the member cannot be located
  * without a parse (the tree is printed instead). */
-static char *splice_model(const tg_req_t *req, const char *model, size_t *len)
+static char *splice_model(const tg_req_t *req, tg_span_t at, const char *model, size_t *len)
 {
-    const char *v;
-    size_t vlen;
-    if (tg_json_member(req->body, req->body_len, "model", &v, &vlen) != 1) return NULL;
+    const char *v = at.p;
+    size_t vlen = at.len;
+    if (!v && tg_json_member(req->body, req->body_len, "model", &v, &vlen) != 1) return NULL;
     tg_buf_t b;
     tg_buf_init(&b, 0);
     size_t head = (size_t)(v - req->body), mlen = strlen(model);
@@ -287,15 +305,27 @@ static char *splice_model(const tg_req_t *req, const char *model, size_t *len)
 }
 
 /* Rewrites the request for the upstream into c->upbody (NULL when the
- * client's body goes as it is). */
-static void rewrite(chat_t *c, cJSON *root, const tg_req_t *req, const tg_model_route_t *route)
+ * client's body goes as it is). *rootp is the parsed body, or NULL when it
+ * was read without a tree (then a stream already asks for usage, and at
+ * is where its model is); it is parsed here if a splice will not do. */
+static void rewrite(chat_t *c, cJSON **rootp, const tg_req_t *req, const tg_model_route_t *route,
+                    tg_span_t at)
 {
     int model = strcmp(route->upstream_model, route->id) != 0;
     int changed = 0;
     c->client_wants_usage = 0;
+    if (!*rootp) {
+        c->client_wants_usage = c->stream;
+        if (!model || (c->upbody = splice_model(req, at, route->upstream_model, &c->upbody_len)))
+            return;
+        if (!(*rootp = cJSON_ParseWithLength(req->body, req->body_len))) return;
+    }
+    cJSON *root = *rootp;
     if (c->stream && tg_api_ask_usage(root, &c->client_wants_usage)) changed = 1;
     /* Only the model to change (the usual plain call): splice, no re-print. */
-    if (model && !changed && (c->upbody = splice_model(req, route->upstream_model, &c->upbody_len)))
+    if (model && !changed &&
+        (c->upbody =
+             splice_model(req, (tg_span_t){NULL, 0}, route->upstream_model, &c->upbody_len)))
         return;
     if (model) {
         cJSON_ReplaceItemInObjectCaseSensitive(root, "model",
@@ -321,15 +351,67 @@ int tg_api_ask_usage(cJSON *root, int *client_usage)
 /* /v1/chat/completions, or (completions) the legacy /v1/completions for
  * completion-style upstreams: the same call with a prompt instead of
  * messages, forwarded to the provider's /completions. */
-static void openai_call(tg_wctx_t *w, tg_req_t *req, int completions)
+/* What a call needs from the client's body. */
+typedef struct {
+    const tg_model_route_t *route;
+    int stream;
+    int64_t max_output;
+    tg_span_t model; /* the model value's bytes (fast path), for the splice */
+} chat_in_t;
+
+static int is_true(tg_span_t v)
 {
-    tg_caller_t who;
-    if (tg_api_auth(w, req, TG_ROUTE_CHAT, &who)) return;
-    cJSON *root = cJSON_ParseWithLength(req->body, req->body_len);
+    return v.p && v.len == 4 && memcmp(v.p, "true", 4) == 0;
+}
+
+/* A JSON array value with at least one element (the scanner checked it). */
+static int nonempty_array(tg_span_t v)
+{
+    if (!v.p || *v.p != '[') return 0;
+    for (size_t i = 1; i < v.len; i++)
+        if (!strchr(" \t\n\r", v.p[i])) return v.p[i] != ']';
+    return 0;
+}
+
+/* Reads the usual call from the body's bytes, without building a tree: an
+ * OpenAI route named without escapes, and for a stream, a client that asks
+ * for usage itself (so the body needs at most its model spliced). 1 with
+ * *in filled; 0 when the body needs a parse (any error among them, so the
+ * parse answers it exactly as before). */
+static int read_plain(tg_wctx_t *w, const tg_req_t *req, int completions, chat_in_t *in)
+{
+    static const char *const names[] = {"model", "messages", "prompt", "stream", "stream_options"};
+    static const char *const include_usage = "include_usage";
+    tg_span_t m[5], u;
+    if (tg_json_members(req->body, req->body_len, names, 5, m) < 0) return 0;
+    tg_span_t model = m[0], prompt = m[2];
+    if (!model.p || *model.p != '"' || model.len < 3 || memchr(model.p, '\\', model.len)) return 0;
+    if (!completions && !nonempty_array(m[1])) return 0;
+    if (completions && !(prompt.p && *prompt.p == '"') && !nonempty_array(prompt)) return 0;
+    in->route = tg_config_model(w->gw->cfg, model.p + 1, model.len - 2);
+    if (!in->route || in->route->provider->kind != TG_PROVIDER_OPENAI) return 0;
+    in->stream = is_true(m[3]);
+    if (in->stream &&
+        !(m[4].p && *m[4].p == '{' &&
+          tg_json_members(m[4].p, m[4].len, &include_usage, 1, &u) == 1 && is_true(u)))
+        return 0;
+    if (tg_api_max_output_json(req->body, req->body_len, &in->max_output)) return 0;
+    in->model = model;
+    return 1;
+}
+
+/* The call read from the parsed body (*rootp, which it may consume): 0 with
+ * *in filled and *rootp still the caller's to free, or -1 when the request
+ * was answered here (an error, or another provider's engine took it). */
+static int parse_call(tg_wctx_t *w, tg_req_t *req, int completions, const tg_caller_t *who,
+                      cJSON **rootp, chat_in_t *in)
+{
+    cJSON *root = *rootp;
     if (!root || !cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return tg_api_error(w, req, TG_ROUTE_CHAT, 400, "invalid_json",
-                            "The request body is not a JSON object.", NULL);
+        cJSON_Delete(root), *rootp = NULL;
+        tg_api_error(w, req, TG_ROUTE_CHAT, 400, "invalid_json",
+                     "The request body is not a JSON object.", NULL);
+        return -1;
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const cJSON *messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
@@ -358,17 +440,17 @@ static void openai_call(tg_wctx_t *w, tg_req_t *req, int completions)
     }
     if (!bad_code && route->provider->kind == TG_PROVIDER_BEDROCK) {
         /* Translated to Converse and back (reference.c's engine). */
-        tg_api_chat_bedrock(w, req, &who, route, root);
-        cJSON_Delete(root);
-        return;
+        tg_api_chat_bedrock(w, req, who, route, root);
+        cJSON_Delete(root), *rootp = NULL;
+        return -1;
     }
     if (!bad_code && route->provider->kind == TG_PROVIDER_SAGEMAKER) {
         if (!completions &&
             (route->format == TG_SM_FORMAT_TGI_MESSAGES || route->format == TG_SM_FORMAT_OPENAI)) {
             /* The container speaks this API itself (reference.c's engine). */
-            tg_api_chat_sagemaker(w, req, &who, route, root);
-            cJSON_Delete(root);
-            return;
+            tg_api_chat_sagemaker(w, req, who, route, root);
+            cJSON_Delete(root), *rootp = NULL;
+            return -1;
         }
         /* A container with a format of its own: no translation to it. */
         snprintf(native, sizeof(native),
@@ -379,15 +461,33 @@ static void openai_call(tg_wctx_t *w, tg_req_t *req, int completions)
         bad_code = "unsupported_route", bad_msg = native;
     }
     if (bad_code) {
-        cJSON_Delete(root);
-        return tg_api_error(w, req, TG_ROUTE_CHAT, bad_status, bad_code, bad_msg, NULL);
+        cJSON_Delete(root), *rootp = NULL;
+        tg_api_error(w, req, TG_ROUTE_CHAT, bad_status, bad_code, bad_msg, NULL);
+        return -1;
     }
+    in->route = route;
+    in->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+    in->max_output = tg_api_max_output(root);
+    return 0;
+}
+
+static void openai_call(tg_wctx_t *w, tg_req_t *req, int completions)
+{
+    tg_caller_t who;
+    if (tg_api_auth(w, req, TG_ROUTE_CHAT, &who)) return;
+    chat_in_t in = {0};
+    cJSON *root = NULL;
+    if (!read_plain(w, req, completions, &in)) {
+        root = cJSON_ParseWithLength(req->body, req->body_len);
+        if (parse_call(w, req, completions, &who, &root, &in)) return;
+    }
+    const tg_model_route_t *route = in.route;
     tg_api_call_t ci = {.model = route->id,
                         .model_len = strlen(route->id),
                         .route = route,
                         .upstream_model = route->upstream_model,
                         .region = route->region,
-                        .max_output = tg_api_max_output(root)};
+                        .max_output = in.max_output};
     tg_gov_ticket_t gov;
     tg_api_refusal_t refusal;
     if (tg_api_govern(w, req, &who, &ci, &gov, &refusal)) {
@@ -413,18 +513,12 @@ static void openai_call(tg_wctx_t *w, tg_req_t *req, int completions)
     c->req = req;
     c->route = route;
     c->provider = (size_t)(route->provider - w->gw->cfg->providers);
-    c->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
-    if (completions) {
-        char *text = cJSON_PrintUnformatted(prompt);
-        c->est_input = text ? tg_estimate_tokens((int64_t)strlen(text)) : 0;
-        free(text);
-    } else {
-        c->est_input = tg_openai_estimate_input(messages);
-    }
+    c->stream = in.stream;
+    c->completions = completions;
     tg_buf_init(&c->body, w->gw->cfg->max_response_bytes);
     tg_buf_init(&c->out, 0);
     tg_sse_init(&c->sse, 1 << 20);
-    rewrite(c, root, req, route);
+    rewrite(c, &root, req, route, in.model);
     cJSON_Delete(root);
 
     tg_usage_event_t *ev = &c->ev;

@@ -229,25 +229,62 @@ void tg_gateway_reload_tick(tg_store_t *st, void *ud)
 
 /* The most output the request allows: the first of the fields the model
  * families use for it, else 0 (unknown). */
+static const char *const max_output_paths[][2] = {
+    {"max_completion_tokens", NULL},           /* OpenAI */
+    {"max_tokens", NULL},                      /* OpenAI (older), Anthropic, Mistral, Cohere */
+    {"inferenceConfig", "maxTokens"},          /* Converse */
+    {"inferenceConfig", "max_new_tokens"},     /* Nova InvokeModel */
+    {"textGenerationConfig", "maxTokenCount"}, /* Titan */
+    {"max_gen_len", NULL},                     /* Llama */
+    {"maxTokens", NULL},                       /* AI21 */
+    {"parameters", "max_new_tokens"},          /* TGI, JumpStart */
+    {"max_new_tokens", NULL},
+};
+enum { MAX_OUTPUT_PATHS = sizeof(max_output_paths) / sizeof(max_output_paths[0]) };
+
 int64_t tg_api_max_output(const cJSON *root)
 {
-    static const char *const paths[][2] = {
-        {"max_completion_tokens", NULL},           /* OpenAI */
-        {"max_tokens", NULL},                      /* OpenAI (older), Anthropic, Mistral, Cohere */
-        {"inferenceConfig", "maxTokens"},          /* Converse */
-        {"inferenceConfig", "max_new_tokens"},     /* Nova InvokeModel */
-        {"textGenerationConfig", "maxTokenCount"}, /* Titan */
-        {"max_gen_len", NULL},                     /* Llama */
-        {"maxTokens", NULL},                       /* AI21 */
-        {"parameters", "max_new_tokens"},          /* TGI, JumpStart */
-        {"max_new_tokens", NULL},
-    };
     if (!cJSON_IsObject(root)) return 0;
-    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, paths[i][0]);
-        if (v && paths[i][1]) v = cJSON_GetObjectItemCaseSensitive(v, paths[i][1]);
+    for (size_t i = 0; i < MAX_OUTPUT_PATHS; i++) {
+        const char *const *path = max_output_paths[i];
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, path[0]);
+        if (v && path[1]) v = cJSON_GetObjectItemCaseSensitive(v, path[1]);
         if (cJSON_IsNumber(v) && v->valuedouble >= 1 && v->valuedouble <= 1e9)
             return (int64_t)v->valuedouble;
+    }
+    return 0;
+}
+
+int tg_api_max_output_json(const char *json, size_t len, int64_t *out)
+{
+    const char *top[MAX_OUTPUT_PATHS];
+    tg_span_t v[MAX_OUTPUT_PATHS];
+    for (size_t i = 0; i < MAX_OUTPUT_PATHS; i++)
+        top[i] = max_output_paths[i][0]; /* a name twice is found for its first */
+    if (tg_json_members(json, len, top, MAX_OUTPUT_PATHS, v) < 0) return -1;
+    *out = 0;
+    for (size_t i = 0; i < MAX_OUTPUT_PATHS; i++) {
+        const char *const *path = max_output_paths[i];
+        tg_span_t n = {NULL, 0};
+        for (size_t j = 0; j <= i && !n.p; j++) /* the first entry of this name holds it */
+            if (strcmp(top[j], path[0]) == 0) n = v[j];
+        if (n.p && path[1]) {
+            tg_span_t in = {NULL, 0};
+            if (*n.p == '{' && tg_json_members(n.p, n.len, &path[1], 1, &in) < 0) return -1;
+            n = *n.p == '{' ? in : (tg_span_t){NULL, 0};
+        }
+        /* cJSON_IsNumber: the scanner checked the syntax; strtod is what
+         * cJSON reads it with. */
+        if (!n.p || !(*n.p == '-' || (*n.p >= '0' && *n.p <= '9'))) continue;
+        char tmp[64];
+        if (n.len >= sizeof(tmp)) return -1;
+        memcpy(tmp, n.p, n.len);
+        tmp[n.len] = '\0';
+        double d = strtod(tmp, NULL);
+        if (d >= 1 && d <= 1e9) {
+            *out = (int64_t)d;
+            return 0;
+        }
     }
     return 0;
 }

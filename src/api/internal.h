@@ -104,6 +104,9 @@ int tg_api_allowed(const tg_caller_t *who, const char *id);
 void tg_api_refuse(tg_wctx_t *w, tg_req_t *req, int route, const tg_api_refusal_t *r);
 /* The most output the request's JSON allows (max_tokens and its kin), or 0. */
 int64_t tg_api_max_output(const cJSON *root);
+/* The same from the bytes of a JSON object, in one scan: 0 with *out set, or
+ * -1 when they cannot be read without a parse (then parse). */
+int tg_api_max_output_json(const char *json, size_t len, int64_t *out);
 /* Appends "scope":{id, models, limits, budgets} for scope s of p, live. */
 void tg_api_scope_json(tg_buf_t *b, const tg_principal_t *p, int s, int64_t now);
 /* GET /v1/limits and GET /v1/usage: the caller's own. */

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "core/core.h"
+#include "api/internal.h"
 #include "providers/openai.h"
 
 static void test_usage_with_cache(void **state)
@@ -180,6 +181,45 @@ static void test_json_member(void **state)
     assert_int_equal(tg_strlcpy(buf, "ab", 0), 2);
 }
 
+/* The request's output cap read from its bytes agrees with the tree's
+ * reading wherever the bytes are readable, and plain bodies are. */
+static void test_max_output_json(void **state)
+{
+    static const struct {
+        const char *body;
+        int64_t want;
+        int readable;
+    } cases[] = {
+        {"{\"model\":\"m\",\"max_tokens\":256}", 256, 1},
+        {"{\"max_tokens\":100,\"max_completion_tokens\":50}", 50, 1},
+        {"{\"max_completion_tokens\":0,\"max_tokens\":7}", 7, 1},
+        {"{\"max_tokens\":\"9\",\"max_gen_len\":12.7}", 12, 1},
+        {"{\"max_tokens\":2e9,\"maxTokens\":1e9}", 1000000000, 1},
+        {"{\"inferenceConfig\":{\"max_new_tokens\":33}}", 33, 1},
+        {"{\"inferenceConfig\":{\"maxTokens\":-1,\"max_new_tokens\":5}}", 5, 1},
+        {"{\"inferenceConfig\":[{\"maxTokens\":4}],\"max_new_tokens\":3}", 3, 1},
+        {"{\"textGenerationConfig\":{\"maxTokenCount\":64}}", 64, 1},
+        {"{\"parameters\":{\"max_new_tokens\":8},\"parameters\":{\"max_new_tokens\":9}}", 8, 1},
+        {"{\"messages\":[{\"max_tokens\":5}]}", 0, 1},
+        {"{}", 0, 1},
+        {"{\"max_tokens\":null}", 0, 1},
+        /* what the scanner leaves to a parse */
+        {"{\"max_tokens\":01}", 1, 0},
+        {"{\"inferenceConfig\":{\"m\\u0061xTokens\":4}}", 4, 0},
+        {"[1]", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *b = cases[i].body;
+        cJSON *j = cJSON_ParseWithLength(b, strlen(b));
+        int64_t tree = tg_api_max_output(j), bytes = -7;
+        cJSON_Delete(j);
+        assert_int_equal(tree, cases[i].want);
+        int rc = tg_api_max_output_json(b, strlen(b), &bytes);
+        assert_int_equal(rc, cases[i].readable ? 0 : -1);
+        if (rc == 0) assert_int_equal(bytes, tree);
+    }
+}
+
 static void test_chunk_checks(void **state)
 {
     const char *a = "{\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}";
@@ -212,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_usage_absent_or_null),
         cmocka_unit_test(test_usage_clamps_bad_values),
         cmocka_unit_test(test_usage_body),
+        cmocka_unit_test(test_max_output_json),
         cmocka_unit_test(test_json_member),
         cmocka_unit_test(test_chunk_checks),
         cmocka_unit_test(test_estimate),
