@@ -118,13 +118,13 @@ static const uint8_t zero32[32];
 
 /* ---- migration ------------------------------------------------------------------- */
 
-/* A version-3 file: the current schema with migrations 4 and 5 taken back
+/* A version-3 file: the current schema with migrations 4 to 8 taken back
  * out, and a key written the way version 3 wrote it. Opening it again
  * migrates. */
 static void test_migrates_from_v3(void **state)
 {
     fixture_t *f = *state;
-    assert_int_equal(tg_store_schema_version(f->st), 7);
+    assert_int_equal(tg_store_schema_version(f->st), 8);
     tg_store_close(f->st);
     exec_raw(f->path, "DROP TABLE units; DROP TABLE teams; DROP TABLE policies;"
                       " ALTER TABLE keys DROP COLUMN prev_hash;"
@@ -139,6 +139,7 @@ static void test_migrates_from_v3(void **state)
                       " ALTER TABLE keys DROP COLUMN salt; ALTER TABLE keys DROP COLUMN prev_salt;"
                       " ALTER TABLE admin_keys DROP COLUMN salt;"
                       " ALTER TABLE admin_keys DROP COLUMN prev_salt;"
+                      " CREATE INDEX usage_events_team_started ON usage_events(team, started_ms);"
                       " DELETE FROM schema_version WHERE version >= 4;"
                       " INSERT INTO keys (id, unit, team, name, prefix, hash, created_ms,"
                       " expires_ms, revoked_ms) VALUES ('key_old', '', 'red', 'old', 'tg_old1234',"
@@ -146,7 +147,11 @@ static void test_migrates_from_v3(void **state)
                       " 1000, 0, 0)");
     assert_int_equal(raw_int(f->path, "SELECT MAX(version) FROM schema_version"), 3);
     f->st = open_at(f->path);
-    assert_int_equal(tg_store_schema_version(f->st), 7);
+    assert_int_equal(tg_store_schema_version(f->st), 8);
+    /* Migration 8 dropped the (team, time) index version 1 made. */
+    assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND"
+                                      " name = 'usage_events_team_started'"),
+                     0);
     /* The old key reads with no previous secret. */
     tg_key_t k = stored_key(f->st, "key_old");
     assert_string_equal(k.team, "red");
@@ -169,7 +174,7 @@ static void test_migrates_from_v3(void **state)
     /* Reopening applies nothing again. */
     tg_store_close(f->st);
     f->st = open_at(f->path);
-    assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM schema_version"), 7);
+    assert_int_equal(raw_int(f->path, "SELECT COUNT(*) FROM schema_version"), 8);
 }
 
 /* ---- units and teams ------------------------------------------------------------- */
