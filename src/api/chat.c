@@ -12,6 +12,7 @@
  * byte goes out: a plain response is sent after the commit, a stream's final
  * "data: [DONE]" is held back until it. A client that goes away cancels the
  * upstream call and is still billed for what was delivered. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -378,12 +379,28 @@ static int nonempty_array(tg_span_t v)
  * for usage itself (so the body needs at most its model spliced). 1 with
  * *in filled; 0 when the body needs a parse (any error among them, so the
  * parse answers it exactly as before). */
+enum { PLAIN_OWN = 5 }; /* plain_names[]: these, then the max-output names */
+static const char *plain_names[TG_JSON_MEMBERS_MAX] = {"model", "messages", "prompt", "stream",
+                                                       "stream_options"};
+static size_t plain_nnames;
+
+static void plain_names_fill(void)
+{
+    size_t n = PLAIN_OWN;
+    for (const char *name;
+         n < TG_JSON_MEMBERS_MAX && (name = tg_api_max_output_name(n - PLAIN_OWN));)
+        plain_names[n++] = name;
+    plain_nnames = n;
+}
+
 static int read_plain(tg_wctx_t *w, const tg_req_t *req, int completions, chat_in_t *in)
 {
-    static const char *const names[] = {"model", "messages", "prompt", "stream", "stream_options"};
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     static const char *const include_usage = "include_usage";
-    tg_span_t m[5], u;
-    if (tg_json_members(req->body, req->body_len, names, 5, m) < 0) return 0;
+    pthread_once(&once, plain_names_fill);
+    /* One scan for what the call needs and the output cap's names. */
+    tg_span_t m[TG_JSON_MEMBERS_MAX], u;
+    if (tg_json_members(req->body, req->body_len, plain_names, plain_nnames, m) < 0) return 0;
     tg_span_t model = m[0], prompt = m[2];
     if (!model.p || *model.p != '"' || model.len < 3 || memchr(model.p, '\\', model.len)) return 0;
     if (!completions && !nonempty_array(m[1])) return 0;
@@ -395,7 +412,7 @@ static int read_plain(tg_wctx_t *w, const tg_req_t *req, int completions, chat_i
         !(m[4].p && *m[4].p == '{' &&
           tg_json_members(m[4].p, m[4].len, &include_usage, 1, &u) == 1 && is_true(u)))
         return 0;
-    if (tg_api_max_output_json(req->body, req->body_len, &in->max_output)) return 0;
+    if (tg_api_max_output_spans(m + PLAIN_OWN, &in->max_output)) return 0;
     in->model = model;
     return 1;
 }

@@ -255,19 +255,19 @@ int64_t tg_api_max_output(const cJSON *root)
     return 0;
 }
 
-int tg_api_max_output_json(const char *json, size_t len, int64_t *out)
+const char *tg_api_max_output_name(size_t i)
 {
-    const char *top[MAX_OUTPUT_PATHS];
-    tg_span_t v[MAX_OUTPUT_PATHS];
-    for (size_t i = 0; i < MAX_OUTPUT_PATHS; i++)
-        top[i] = max_output_paths[i][0]; /* a name twice is found for its first */
-    if (tg_json_members(json, len, top, MAX_OUTPUT_PATHS, v) < 0) return -1;
+    return i < MAX_OUTPUT_PATHS ? max_output_paths[i][0] : NULL;
+}
+
+int tg_api_max_output_spans(const tg_span_t *v, int64_t *out)
+{
     *out = 0;
     for (size_t i = 0; i < MAX_OUTPUT_PATHS; i++) {
         const char *const *path = max_output_paths[i];
         tg_span_t n = {NULL, 0};
         for (size_t j = 0; j <= i && !n.p; j++) /* the first entry of this name holds it */
-            if (strcmp(top[j], path[0]) == 0) n = v[j];
+            if (strcmp(max_output_paths[j][0], path[0]) == 0) n = v[j];
         if (n.p && path[1]) {
             tg_span_t in = {NULL, 0};
             if (*n.p == '{' && tg_json_members(n.p, n.len, &path[1], 1, &in) < 0) return -1;
@@ -287,6 +287,16 @@ int tg_api_max_output_json(const char *json, size_t len, int64_t *out)
         }
     }
     return 0;
+}
+
+int tg_api_max_output_json(const char *json, size_t len, int64_t *out)
+{
+    const char *top[MAX_OUTPUT_PATHS];
+    tg_span_t v[MAX_OUTPUT_PATHS];
+    for (size_t i = 0; i < MAX_OUTPUT_PATHS; i++)
+        top[i] = max_output_paths[i][0];
+    if (tg_json_members(json, len, top, MAX_OUTPUT_PATHS, v) < 0) return -1;
+    return tg_api_max_output_spans(v, out);
 }
 
 static int any_budget(const tg_principal_t *p)

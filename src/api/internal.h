@@ -107,6 +107,11 @@ int64_t tg_api_max_output(const cJSON *root);
 /* The same from the bytes of a JSON object, in one scan: 0 with *out set, or
  * -1 when they cannot be read without a parse (then parse). */
 int tg_api_max_output_json(const char *json, size_t len, int64_t *out);
+/* For a caller that scans the body for names of its own as well: the
+ * top-level names it reads (i from 0 until NULL), and the cap from the
+ * values found for them (v[i] for name i), as tg_api_max_output_json(). */
+const char *tg_api_max_output_name(size_t i);
+int tg_api_max_output_spans(const tg_span_t *v, int64_t *out);
 /* Appends "scope":{id, models, limits, budgets} for scope s of p, live. */
 void tg_api_scope_json(tg_buf_t *b, const tg_principal_t *p, int s, int64_t now);
 /* GET /v1/limits and GET /v1/usage: the caller's own. */

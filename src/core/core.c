@@ -190,7 +190,7 @@ int tg_buf_json_str(tg_buf_t *b, const char *s, size_t n)
 
 enum { JSON_MAX_DEPTH = 1000 }; /* cJSON's own nesting limit */
 
-static const char *json_ws(const char *p, const char *end)
+static inline __attribute__((always_inline)) const char *json_ws(const char *p, const char *end)
 {
     while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
         p++;
@@ -225,7 +225,8 @@ static inline uint64_t has_byte(uint64_t bits, uint64_t pat)
  * cJSON lets them); only escapes are looked at byte by byte, and refused
  * where cJSON refuses them: an unknown letter, \u without 4 hex digits, a
  * low surrogate alone, a high one not followed by a \u low one. */
-static const char *json_string(const char *p, const char *end, int *escaped)
+static inline __attribute__((always_inline)) const char *json_string(const char *p, const char *end,
+                                                                     int *escaped)
 {
     *escaped = 0;
     p++;
@@ -330,8 +331,12 @@ int tg_json_members(const char *json, size_t len, const char *const *names, size
 {
     const char *end = json + len, *p = json_ws(json, end);
     int found = 0;
-    for (size_t i = 0; i < n; i++)
+    size_t nlen[TG_JSON_MEMBERS_MAX];
+    if (n > TG_JSON_MEMBERS_MAX) return -1;
+    for (size_t i = 0; i < n; i++) {
         vals[i] = (tg_span_t){NULL, 0};
+        nlen[i] = strlen(names[i]);
+    }
     if (p >= end || *p != '{') return -1;
     p = json_ws(p + 1, end);
     if (p < end && *p == '}') return 0;
@@ -343,9 +348,7 @@ int tg_json_members(const char *json, size_t len, const char *const *names, size
         size_t klen = (size_t)(p - k - 2);
         tg_span_t *hit = NULL;
         for (size_t i = 0; i < n && !hit; i++)
-            if (!vals[i].p && names[i][0] == k[1] && strlen(names[i]) == klen &&
-                memcmp(k + 1, names[i], klen) == 0)
-                hit = &vals[i];
+            if (!vals[i].p && nlen[i] == klen && memcmp(k + 1, names[i], klen) == 0) hit = &vals[i];
         p = json_ws(p, end);
         if (p >= end || *p != ':') return -1;
         p = json_ws(p + 1, end);

@@ -75,9 +75,11 @@ typedef struct {
     size_t len;
 } tg_span_t;
 
-/* tg_json_member() for n names in one pass: vals[i] is the first value
- * called names[i] ({NULL, 0} when there is none). Returns how many were
+/* tg_json_member() for n (at most TG_JSON_MEMBERS_MAX) names in one pass:
+ * vals[i] is the first value called names[i] ({NULL, 0} when there is none;
+ * a name listed twice is found for its first listing). Returns how many were
  * found, or -1 as tg_json_member() does. */
+enum { TG_JSON_MEMBERS_MAX = 32 };
 int tg_json_members(const char *json, size_t len, const char *const *names, size_t n,
                     tg_span_t *vals);
 
