@@ -8,6 +8,7 @@
  * (atomics, gov/limits.h); nothing here touches the store on a worker loop:
  * /v1/usage runs its report on libuv's thread pool. */
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -260,14 +261,28 @@ const char *tg_api_max_output_name(size_t i)
     return i < MAX_OUTPUT_PATHS ? max_output_paths[i][0] : NULL;
 }
 
+/* first_of[i]: the first path whose top-level name is path i's (a scan
+ * finds a name listed twice for its first listing). */
+static unsigned char first_of[MAX_OUTPUT_PATHS];
+
+static void first_of_fill(void)
+{
+    for (size_t i = 0; i < MAX_OUTPUT_PATHS; i++) {
+        size_t j = 0;
+        while (strcmp(max_output_paths[j][0], max_output_paths[i][0]) != 0)
+            j++;
+        first_of[i] = (unsigned char)j;
+    }
+}
+
 int tg_api_max_output_spans(const tg_span_t *v, int64_t *out)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, first_of_fill);
     *out = 0;
     for (size_t i = 0; i < MAX_OUTPUT_PATHS; i++) {
         const char *const *path = max_output_paths[i];
-        tg_span_t n = {NULL, 0};
-        for (size_t j = 0; j <= i && !n.p; j++) /* the first entry of this name holds it */
-            if (strcmp(max_output_paths[j][0], path[0]) == 0) n = v[j];
+        tg_span_t n = v[first_of[i]];
         if (n.p && path[1]) {
             tg_span_t in = {NULL, 0};
             if (*n.p == '{' && tg_json_members(n.p, n.len, &path[1], 1, &in) < 0) return -1;

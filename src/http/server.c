@@ -290,13 +290,36 @@ static int header_reserved(const tg_header_t *h)
     }
 }
 
+/* Eight bytes at a time: whether any byte of bits is below 0x21 (space and
+ * controls; bytes >= 0x80 are not), or equal to the byte repeated in pat. */
+#define SWAR_ONES 0x0101010101010101ull
+#define SWAR_HIGH 0x8080808080808080ull
+static inline uint64_t swar_below(uint64_t bits, unsigned char n)
+{
+    return (bits - SWAR_ONES * n) & ~bits & SWAR_HIGH;
+}
+static inline uint64_t swar_eq(uint64_t bits, unsigned char c)
+{
+    return swar_below(bits ^ (SWAR_ONES * c), 1);
+}
+
 /* A CR or LF in a name or value would let a value smuggle in headers. */
 static int header_unsafe(const tg_header_t *h)
 {
     if (!h->name || !h->name_len || !h->value) return 1;
-    for (size_t i = 0; i < h->name_len; i++)
+    size_t i = 0;
+    for (uint64_t b; i + 8 <= h->name_len; i += 8) {
+        memcpy(&b, h->name + i, 8);
+        if (swar_below(b, '!') | swar_eq(b, ':')) return 1;
+    }
+    for (; i < h->name_len; i++)
         if ((unsigned char)h->name[i] <= ' ' || h->name[i] == ':') return 1;
-    for (size_t i = 0; i < h->value_len; i++)
+    for (i = 0; i + 8 <= h->value_len; i += 8) {
+        uint64_t b;
+        memcpy(&b, h->value + i, 8);
+        if (swar_eq(b, '\r') | swar_eq(b, '\n')) return 1;
+    }
+    for (; i < h->value_len; i++)
         if (h->value[i] == '\r' || h->value[i] == '\n') return 1;
     return 0;
 }

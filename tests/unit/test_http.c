@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "http/http.h"
+#include "http/internal.h"
 
 /* ---- counters the handlers bump ------------------------------------------- */
 
@@ -1129,9 +1130,52 @@ static void test_ipv6_and_helpers(void **state)
     cli_close(&c);
 }
 
+/* Which handler headers the server drops: CR or LF anywhere in a value, a
+ * control, space or colon in a name, and the names it frames itself; at
+ * every position, so the 8-byte steps and the tail agree. */
+static void test_header_skip(void **state)
+{
+    char name[40], value[40];
+    for (size_t len = 1; len <= 24; len++) {
+        for (size_t at = 0; at < len; at++) {
+            memset(name, 'x', len);
+            memset(value, 'v', len);
+            tg_header_t h = {name, len, value, len};
+            assert_false(tg_header_skip(&h));
+            static const char bad_value[] = {'\r', '\n'};
+            for (size_t k = 0; k < sizeof(bad_value); k++) {
+                value[at] = bad_value[k];
+                assert_true(tg_header_skip(&h));
+                value[at] = 'v';
+            }
+            static const char bad_name[] = {' ', ':', '\t', '\r', '\n', 0x01, 0x20};
+            for (size_t k = 0; k < sizeof(bad_name); k++) {
+                name[at] = bad_name[k];
+                assert_true(tg_header_skip(&h));
+                name[at] = 'x';
+            }
+            static const char fine[] = {'!', '~', '-', (char)0x80, (char)0xff};
+            for (size_t k = 0; k < sizeof(fine); k++) {
+                name[at] = value[at] = fine[k];
+                assert_false(tg_header_skip(&h));
+                name[at] = 'x', value[at] = 'v';
+            }
+        }
+    }
+    tg_header_t framing[] = {{"Content-Length", 14, "1", 1},
+                             {"connection", 10, "close", 5},
+                             {"DATE", 4, "x", 1},
+                             {"Transfer-Encoding", 17, "chunked", 7}};
+    for (size_t i = 0; i < sizeof(framing) / sizeof(framing[0]); i++)
+        assert_true(tg_header_skip(&framing[i]));
+    tg_header_t empty = {"", 0, "v", 1};
+    assert_true(tg_header_skip(&empty));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_header_skip),
         cmocka_unit_test_teardown(test_get_keepalive, teardown),
         cmocka_unit_test_teardown(test_post_echo, teardown),
         cmocka_unit_test_teardown(test_chunked_request_split_reads, teardown),
