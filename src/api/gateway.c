@@ -339,7 +339,7 @@ int tg_api_auth_check(tg_wctx_t *w, tg_req_t *req, tg_caller_t *out, const char 
     if (xk && *xk) {
         tok = xk;
         len = strlen(xk);
-    } else if (!bearer(tg_req_header(req, "authorization"), &tok, &len)) {
+    } else if (!bearer(auth, &tok, &len)) {
         *code = "missing_api_key";
         *msg = "No API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'.";
         return 401;
