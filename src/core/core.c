@@ -383,6 +383,18 @@ size_t tg_strlcpy(char *dst, const char *src, size_t cap)
     return n;
 }
 
+size_t tg_u64_dec(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = sizeof(tmp);
+    do {
+        tmp[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(out, tmp + n, sizeof(tmp) - n);
+    return sizeof(tmp) - n;
+}
+
 /* ---- arena ---- */
 
 struct tg_arena_chunk {

@@ -87,6 +87,10 @@ int tg_json_members(const char *json, size_t len, const char *const *names, size
  * cap is 0); returns strlen(src). snprintf("%s") without the format work. */
 size_t tg_strlcpy(char *dst, const char *src, size_t cap);
 
+/* Writes v in decimal at out (room for 20 digits; no NUL) and returns how
+ * many digits: for the request path, where printf is too much work. */
+size_t tg_u64_dec(char *out, uint64_t v);
+
 /* Reads a whole file into a new NUL-terminated buffer (free it), at most max
  * bytes: NULL with errno set when it cannot be read, EFBIG when larger. */
 char *tg_read_file(const char *path, size_t max, size_t *len);

@@ -374,14 +374,7 @@ static int build_head(tg_worker_t *w, int status, const tg_header_t *hdrs, size_
     if (frame == FRAME_LENGTH) {
         memcpy(o, cl, sizeof(cl) - 1);
         o += sizeof(cl) - 1;
-        char tmp[24];
-        size_t n = sizeof(tmp);
-        do {
-            tmp[--n] = (char)('0' + clen % 10);
-            clen /= 10;
-        } while (clen);
-        memcpy(o, tmp + n, sizeof(tmp) - n);
-        o += sizeof(tmp) - n;
+        o += tg_u64_dec(o, clen);
         *o++ = '\r', *o++ = '\n';
     } else if (frame == FRAME_CHUNKED) {
         memcpy(o, te, sizeof(te) - 1);

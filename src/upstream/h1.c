@@ -833,13 +833,9 @@ static size_t build_head(char *out, const tg_upcall_opts_t *o, const h1_url_t *u
     }
     if (own_accept) ADD("Accept: */*\r\n", 13);
     if (send_len) {
-        char *q = scratch + sizeof(scratch);
-        size_t v = o->body_len;
-        do
-            *--q = (char)('0' + v % 10);
-        while (v /= 10);
+        size_t digits = tg_u64_dec(scratch, o->body_len);
         ADD("Content-Length: ", 16);
-        ADD(q, (size_t)(scratch + sizeof(scratch) - q));
+        ADD(scratch, digits);
         ADD("\r\n", 2);
     }
     ADD("\r\n", 2);

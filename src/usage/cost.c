@@ -118,14 +118,7 @@ int tg_usd_format(int64_t pico, char *out, size_t cap)
     uint64_t m = pico < 0 ? (uint64_t)0 - (uint64_t)pico : (uint64_t)pico;
     uint64_t whole = m / 1000000000000ull, frac = m % 1000000000000ull;
     if (pico < 0) *o++ = '-';
-    char tmp[24];
-    size_t n = sizeof(tmp);
-    do {
-        tmp[--n] = (char)('0' + whole % 10);
-        whole /= 10;
-    } while (whole);
-    memcpy(o, tmp + n, sizeof(tmp) - n);
-    o += sizeof(tmp) - n;
+    o += tg_u64_dec(o, whole);
     if (frac) {
         char f[12];
         for (int i = 11; i >= 0; i--, frac /= 10)

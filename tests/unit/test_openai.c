@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -179,6 +180,13 @@ static void test_json_member(void **state)
     assert_int_equal(tg_strlcpy(buf, "abcdef", sizeof(buf)), 6);
     assert_string_equal(buf, "abc");
     assert_int_equal(tg_strlcpy(buf, "ab", 0), 2);
+    char dec[21] = {0};
+    assert_int_equal(tg_u64_dec(dec, 0), 1);
+    assert_memory_equal(dec, "0", 1);
+    assert_int_equal(tg_u64_dec(dec, 1000), 4);
+    assert_memory_equal(dec, "1000", 4);
+    assert_int_equal(tg_u64_dec(dec, UINT64_MAX), 20);
+    assert_string_equal(dec, "18446744073709551615");
 }
 
 /* The request's output cap read from its bytes agrees with the tree's
