@@ -370,7 +370,8 @@ static int nonempty_array(tg_span_t v)
 {
     if (!v.p || *v.p != '[') return 0;
     for (size_t i = 1; i < v.len; i++)
-        if (!strchr(" \t\n\r", v.p[i])) return v.p[i] != ']';
+        if (v.p[i] != ' ' && v.p[i] != '\t' && v.p[i] != '\n' && v.p[i] != '\r')
+            return v.p[i] != ']';
     return 0;
 }
 
