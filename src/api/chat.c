@@ -287,17 +287,49 @@ static void on_abort(tg_req_t *req)
  * spliced into the bytes as they are (nothing else is re-printed, so numbers
  * keep their digits): malloc'ed, or NULL when the member cannot be located
  * without a parse (the tree is printed instead). */
-static char *splice_model(const tg_req_t *req, tg_span_t at, const char *model, size_t *len)
+/* What a call needs from the client's body. */
+typedef struct {
+    const tg_model_route_t *route;
+    int stream;
+    int client_usage; /* (read without a tree) the stream asks for usage itself */
+    int64_t max_output;
+    tg_span_t model; /* the model value's bytes (read without a tree), for the splice */
+} chat_in_t;
+
+/* What a stream's body gains when the client did not ask for usage itself:
+ * spliced in as the object's first member (the scan found no other
+ * stream_options, so there is no duplicate). */
+static const char ask_usage_member[] = "\"stream_options\":{\"include_usage\":true},";
+
+/* The client's body with the top-level "model" value (at, or found here
+ * when at.p is NULL) replaced by model (NULL: kept), and with
+ * ask_usage_member put first in the object when ask_usage, spliced into the
+ * bytes as they are (nothing else is re-printed, so numbers keep their
+ * digits): malloc'ed, or NULL when the member cannot be located without a
+ * parse (the tree is printed instead). */
+static char *splice_body(const tg_req_t *req, tg_span_t at, const char *model, int ask_usage,
+                         size_t *len)
 {
-    const char *v = at.p;
+    const char *body = req->body, *v = at.p, *open = memchr(body, '{', req->body_len);
     size_t vlen = at.len;
-    if (!v && tg_json_member(req->body, req->body_len, "model", &v, &vlen) != 1) return NULL;
+    if (model && !v && tg_json_member(body, req->body_len, "model", &v, &vlen) != 1) return NULL;
+    if (!open) return NULL;
+    size_t first = (size_t)(open - body) + 1; /* just past the object's '{' */
+    size_t mlen = model ? strlen(model) : 0, alen = ask_usage ? sizeof(ask_usage_member) - 1 : 0;
     tg_buf_t b;
     tg_buf_init(&b, 0);
-    size_t head = (size_t)(v - req->body), mlen = strlen(model);
-    if (tg_buf_reserve(&b, req->body_len + mlen + 8) || tg_buf_append(&b, req->body, head) ||
-        tg_buf_json_str(&b, model, mlen) ||
-        tg_buf_append(&b, v + vlen, req->body_len - head - vlen)) {
+    int rc = tg_buf_reserve(&b, req->body_len + alen + mlen * 6 + 8);
+    if (!rc) rc = tg_buf_append(&b, body, first);
+    if (!rc && ask_usage) rc = tg_buf_append(&b, ask_usage_member, alen);
+    if (!rc && model) {
+        size_t head = (size_t)(v - body);
+        rc = tg_buf_append(&b, body + first, head - first);
+        if (!rc) rc = tg_buf_json_str(&b, model, mlen);
+        if (!rc) rc = tg_buf_append(&b, v + vlen, req->body_len - head - vlen);
+    } else if (!rc) {
+        rc = tg_buf_append(&b, body + first, req->body_len - first);
+    }
+    if (rc) {
         tg_buf_free(&b);
         return NULL;
     }
@@ -307,17 +339,20 @@ static char *splice_model(const tg_req_t *req, tg_span_t at, const char *model, 
 
 /* Rewrites the request for the upstream into c->upbody (NULL when the
  * client's body goes as it is). *rootp is the parsed body, or NULL when it
- * was read without a tree (then a stream already asks for usage, and at
- * is where its model is); it is parsed here if a splice will not do. */
+ * was read without a tree (in): then a splice does it, and the body is
+ * parsed here only if the splice cannot be made. */
 static void rewrite(chat_t *c, cJSON **rootp, const tg_req_t *req, const tg_model_route_t *route,
-                    tg_span_t at)
+                    const chat_in_t *in)
 {
     int model = strcmp(route->upstream_model, route->id) != 0;
     int changed = 0;
     c->client_wants_usage = 0;
     if (!*rootp) {
-        c->client_wants_usage = c->stream;
-        if (!model || (c->upbody = splice_model(req, at, route->upstream_model, &c->upbody_len)))
+        int ask = c->stream && !in->client_usage;
+        c->client_wants_usage = c->stream && in->client_usage;
+        if (!model && !ask) return;
+        if ((c->upbody = splice_body(req, in->model, model ? route->upstream_model : NULL, ask,
+                                     &c->upbody_len)))
             return;
         if (!(*rootp = cJSON_ParseWithLength(req->body, req->body_len))) return;
     }
@@ -326,7 +361,7 @@ static void rewrite(chat_t *c, cJSON **rootp, const tg_req_t *req, const tg_mode
     /* Only the model to change (the usual plain call): splice, no re-print. */
     if (model && !changed &&
         (c->upbody =
-             splice_model(req, (tg_span_t){NULL, 0}, route->upstream_model, &c->upbody_len)))
+             splice_body(req, (tg_span_t){NULL, 0}, route->upstream_model, 0, &c->upbody_len)))
         return;
     if (model) {
         cJSON_ReplaceItemInObjectCaseSensitive(root, "model",
@@ -352,13 +387,6 @@ int tg_api_ask_usage(cJSON *root, int *client_usage)
 /* /v1/chat/completions, or (completions) the legacy /v1/completions for
  * completion-style upstreams: the same call with a prompt instead of
  * messages, forwarded to the provider's /completions. */
-/* What a call needs from the client's body. */
-typedef struct {
-    const tg_model_route_t *route;
-    int stream;
-    int64_t max_output;
-    tg_span_t model; /* the model value's bytes (fast path), for the splice */
-} chat_in_t;
 
 static int is_true(tg_span_t v)
 {
@@ -376,10 +404,11 @@ static int nonempty_array(tg_span_t v)
 }
 
 /* Reads the usual call from the body's bytes, without building a tree: an
- * OpenAI route named without escapes, and for a stream, a client that asks
- * for usage itself (so the body needs at most its model spliced). 1 with
- * *in filled; 0 when the body needs a parse (any error among them, so the
- * parse answers it exactly as before). */
+ * OpenAI route named without escapes, and for a stream, stream_options
+ * either absent or already asking for usage (so the body needs at most its
+ * model and stream_options spliced). 1 with *in filled; 0 when the body
+ * needs a parse (any error among them, so the parse answers it exactly as
+ * before). */
 enum { PLAIN_OWN = 5 }; /* plain_names[]: these, then the max-output names */
 static const char *plain_names[TG_JSON_MEMBERS_MAX] = {"model", "messages", "prompt", "stream",
                                                        "stream_options"};
@@ -409,10 +438,15 @@ static int read_plain(tg_wctx_t *w, const tg_req_t *req, int completions, chat_i
     in->route = tg_config_model(w->gw->cfg, model.p + 1, model.len - 2);
     if (!in->route || in->route->provider->kind != TG_PROVIDER_OPENAI) return 0;
     in->stream = is_true(m[3]);
-    if (in->stream &&
-        !(m[4].p && *m[4].p == '{' &&
-          tg_json_members(m[4].p, m[4].len, &include_usage, 1, &u) == 1 && is_true(u)))
-        return 0;
+    /* A stream's usage: asked for already, or stream_options is absent and
+     * is spliced in; any other stream_options goes through the tree. */
+    in->client_usage = 0;
+    if (in->stream && m[4].p) {
+        if (!(*m[4].p == '{' && tg_json_members(m[4].p, m[4].len, &include_usage, 1, &u) == 1 &&
+              is_true(u)))
+            return 0;
+        in->client_usage = 1;
+    }
     if (tg_api_max_output_spans(m + PLAIN_OWN, &in->max_output)) return 0;
     in->model = model;
     return 1;
@@ -536,7 +570,7 @@ static void openai_call(tg_wctx_t *w, tg_req_t *req, int completions)
     tg_buf_init(&c->body, w->gw->cfg->max_response_bytes);
     tg_buf_init(&c->out, 0);
     tg_sse_init(&c->sse, 1 << 20);
-    rewrite(c, &root, req, route, in.model);
+    rewrite(c, &root, req, route, &in);
     cJSON_Delete(root);
 
     tg_usage_event_t *ev = &c->ev;

@@ -207,6 +207,39 @@ describe('chat completions through tollgate (openai client)', () => {
     assert.ok(rows[0].ttfb_us > 0, 'ttfb recorded for a stream');
   });
 
+  test('the rewritten body is the client bytes with model and stream_options spliced in (numbers and escapes kept)', T, async () => {
+    // Read without a tree: only the model value changes and, for a stream
+    // that did not ask for usage, stream_options goes in first; the rest
+    // reaches the upstream byte for byte.
+    const tail = '"messages":[{"role":"user","content":"caf\\u00e9 \\"quoted\\"\\n"}],"temperature":0.50,"top_p":1e0,"stream":true}';
+    const raw = `{"model":"gpt-test",${tail}`;
+    const before = fake.chatRequests().length;
+    const res = await request(env.gw.port, {
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: raw,
+    });
+    assert.equal(res.status, 200, res.text);
+    assert.ok(res.text.includes('data: [DONE]'), 'the stream ended');
+    assert.ok(!res.text.includes('"usage":{'), 'the usage chunk it did not ask for is hidden');
+    const reqs = fake.chatRequests();
+    assert.equal(reqs.length, before + 1);
+    const up = reqs[reqs.length - 1];
+    assert.equal(up.rawBody, `{"stream_options":{"include_usage":true},"model":"upstream-gpt",${tail}`);
+    // A plain call: the model alone changes.
+    const plain = `{"temperature":0.50,  "model" : "gpt-test","messages":[{"role":"user","content":"x"}]}`;
+    const res2 = await request(env.gw.port, {
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: plain,
+    });
+    assert.equal(res2.status, 200, res2.text);
+    assert.equal(fake.chatRequests().at(-1).rawBody, plain.replace('"gpt-test"', '"upstream-gpt"'));
+    okCalls += 2;
+  });
+
   test('streaming with include_usage: the usage chunk passes through', T, async () => {
     const { data: stream, response } = await client.chat.completions
       .create({
