@@ -12,6 +12,7 @@
  * byte goes out: a plain response is sent after the commit, a stream's final
  * "data: [DONE]" is held back until it. A client that goes away cancels the
  * upstream call and is still billed for what was delivered. */
+#include <assert.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,16 +124,35 @@ static int64_t estimate_input(const chat_t *c)
     return n;
 }
 
+/* The output's size in tokens as far as a plain answer shows it (its
+ * choices' text), for a provider that did not count it. */
+static int64_t estimate_output(const chat_t *c)
+{
+    cJSON *root = cJSON_ParseWithLength(c->body.data ? c->body.data : "", c->body.len);
+    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
+    int64_t chars = 0;
+    for (const cJSON *ch = cJSON_IsArray(choices) ? choices->child : NULL; ch; ch = ch->next) {
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(ch, "message");
+        const cJSON *t = c->completions ? cJSON_GetObjectItemCaseSensitive(ch, "text")
+                                        : cJSON_GetObjectItemCaseSensitive(msg, "content");
+        if (cJSON_IsString(t)) chars += (int64_t)strlen(t->valuestring);
+    }
+    cJSON_Delete(root);
+    return chars ? tg_estimate_tokens(chars) : 0;
+}
+
 static void record(chat_t *c, const char *outcome, int status)
 {
     if (c->recorded) return;
     c->recorded = 1;
     tg_usage_event_t *ev = &c->ev;
-    if (!c->saw_usage && (strcmp(outcome, TG_OUTCOME_ABANDONED) == 0 ||
+    int ok = strcmp(outcome, TG_OUTCOME_OK) == 0;
+    if (!c->saw_usage && (ok || strcmp(outcome, TG_OUTCOME_ABANDONED) == 0 ||
                           strcmp(outcome, TG_OUTCOME_INTERRUPTED) == 0)) {
-        /* The provider never said: bill what we can see, and say so. */
+        /* The provider never said (an abandoned or broken stream, or a
+         * server that does not count): bill what we can see, and say so. */
         ev->input_tokens = estimate_input(c);
-        ev->output_tokens = c->chunks_out;
+        ev->output_tokens = c->stream || !ok ? c->chunks_out : estimate_output(c);
         ev->token_source = TG_TOKENS_ESTIMATED;
     }
     tg_api_submit_event(c->w, c->req, ev, outcome, status, c->route, 0, &c->gov, on_committed, c);
@@ -414,23 +434,36 @@ static const char *plain_names[TG_JSON_MEMBERS_MAX] = {"model", "messages", "pro
                                                        "stream_options"};
 static size_t plain_nnames;
 
+static const char *const include_usage_name = "include_usage";
+
 static void plain_names_fill(void)
 {
     size_t n = PLAIN_OWN;
     for (const char *name;
          n < TG_JSON_MEMBERS_MAX && (name = tg_api_max_output_name(n - PLAIN_OWN));)
         plain_names[n++] = name;
+    assert(!tg_api_max_output_name(n - PLAIN_OWN)); /* all of them fit */
     plain_nnames = n;
+}
+
+/* The members the gateway reads from a call's body (model, messages, ...,
+ * then the output cap's): *names, and how many. */
+static size_t read_names(const char *const **names)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, plain_names_fill);
+    *names = plain_names;
+    return plain_nnames;
 }
 
 static int read_plain(tg_wctx_t *w, const tg_req_t *req, int completions, chat_in_t *in)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    static const char *const include_usage = "include_usage";
-    pthread_once(&once, plain_names_fill);
-    /* One scan for what the call needs and the output cap's names. */
+    /* One scan for what the call needs and the output cap's names; a name
+     * twice (TG_JSON_DUP) goes to the parse, which refuses it. */
+    const char *const *names;
+    size_t nnames = read_names(&names);
     tg_span_t m[TG_JSON_MEMBERS_MAX], u;
-    if (tg_json_members(req->body, req->body_len, plain_names, plain_nnames, m) < 0) return 0;
+    if (tg_json_members_once(req->body, req->body_len, names, nnames, m) < 0) return 0;
     tg_span_t model = m[0], prompt = m[2];
     if (!model.p || *model.p != '"' || model.len < 3 || memchr(model.p, '\\', model.len)) return 0;
     if (!completions && !nonempty_array(m[1])) return 0;
@@ -442,7 +475,8 @@ static int read_plain(tg_wctx_t *w, const tg_req_t *req, int completions, chat_i
      * is spliced in; any other stream_options goes through the tree. */
     in->client_usage = 0;
     if (in->stream && m[4].p) {
-        if (!(*m[4].p == '{' && tg_json_members(m[4].p, m[4].len, &include_usage, 1, &u) == 1 &&
+        if (!(*m[4].p == '{' &&
+              tg_json_members_once(m[4].p, m[4].len, &include_usage_name, 1, &u) == 1 &&
               is_true(u)))
             return 0;
         in->client_usage = 1;
@@ -450,6 +484,21 @@ static int read_plain(tg_wctx_t *w, const tg_req_t *req, int completions, chat_i
     if (tg_api_max_output_spans(m + PLAIN_OWN, &in->max_output)) return 0;
     in->model = model;
     return 1;
+}
+
+/* The first of names that obj has more than once (as cJSON decodes its
+ * names), or NULL. */
+static const char *repeated_member(const cJSON *obj, const char *const *names, size_t n)
+{
+    unsigned char seen[TG_JSON_MEMBERS_MAX] = {0};
+    for (const cJSON *m = obj->child; m; m = m->next)
+        for (size_t i = 0; m->string && i < n; i++)
+            if (strcmp(m->string, names[i]) == 0) {
+                if (seen[i]) return names[i];
+                seen[i] = 1;
+                break;
+            }
+    return NULL;
 }
 
 /* The call read from the parsed body (*rootp, which it may consume): 0 with
@@ -463,6 +512,22 @@ static int parse_call(tg_wctx_t *w, tg_req_t *req, int completions, const tg_cal
         cJSON_Delete(root), *rootp = NULL;
         tg_api_error(w, req, TG_ROUTE_CHAT, 400, "invalid_json",
                      "The request body is not a JSON object.", NULL);
+        return -1;
+    }
+    /* A member the gateway reads, written twice, would be read here as its
+     * first and by most upstreams as its last: a model not routed, a usage
+     * chunk not sent. Refused. */
+    const char *const *names;
+    size_t nnames = read_names(&names);
+    const char *dup = repeated_member(root, names, nnames);
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (!dup && cJSON_IsObject(so) && repeated_member(so, &include_usage_name, 1))
+        dup = "stream_options.include_usage";
+    if (dup) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "'%s' appears more than once in the request body.", dup);
+        cJSON_Delete(root), *rootp = NULL;
+        tg_api_error(w, req, TG_ROUTE_CHAT, 400, "invalid_request", msg, NULL);
         return -1;
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");

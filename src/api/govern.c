@@ -304,16 +304,6 @@ int tg_api_max_output_spans(const tg_span_t *v, int64_t *out)
     return 0;
 }
 
-int tg_api_max_output_json(const char *json, size_t len, int64_t *out)
-{
-    const char *top[MAX_OUTPUT_PATHS];
-    tg_span_t v[MAX_OUTPUT_PATHS];
-    for (size_t i = 0; i < MAX_OUTPUT_PATHS; i++)
-        top[i] = max_output_paths[i][0];
-    if (tg_json_members(json, len, top, MAX_OUTPUT_PATHS, v) < 0) return -1;
-    return tg_api_max_output_spans(v, out);
-}
-
 static int any_budget(const tg_principal_t *p)
 {
     for (int s = 0; s < TG_SCOPES; s++)

@@ -104,12 +104,11 @@ int tg_api_allowed(const tg_caller_t *who, const char *id);
 void tg_api_refuse(tg_wctx_t *w, tg_req_t *req, int route, const tg_api_refusal_t *r);
 /* The most output the request's JSON allows (max_tokens and its kin), or 0. */
 int64_t tg_api_max_output(const cJSON *root);
-/* The same from the bytes of a JSON object, in one scan: 0 with *out set, or
- * -1 when they cannot be read without a parse (then parse). */
-int tg_api_max_output_json(const char *json, size_t len, int64_t *out);
-/* For a caller that scans the body for names of its own as well: the
- * top-level names it reads (i from 0 until NULL), and the cap from the
- * values found for them (v[i] for name i), as tg_api_max_output_json(). */
+/* The same from the bytes of a JSON object, for a caller that scans it
+ * (tg_json_members) for names of its own as well: the top-level names it
+ * reads (i from 0 until NULL), and the cap from the values found for them
+ * (v[i] for name i): 0 with *out set, or -1 when they cannot be read
+ * without a parse (then parse). */
 const char *tg_api_max_output_name(size_t i);
 int tg_api_max_output_spans(const tg_span_t *v, int64_t *out);
 /* Appends "scope":{id, models, limits, budgets} for scope s of p, live. */

@@ -236,7 +236,8 @@ static inline __attribute__((always_inline)) const char *json_string(const char 
             uint64_t bits;
             memcpy(&bits, p, 8);
             uint64_t hit = has_byte(bits, 0x2222222222222222ull) | /* '"' */
-                           has_byte(bits, 0x5c5c5c5c5c5c5c5cull);  /* '\\' */
+                           has_byte(bits, 0x5c5c5c5c5c5c5c5cull) | /* '\\' */
+                           has_byte(bits, 0);                      /* NUL */
             if (hit) {
                 p += __builtin_ctzll(hit) / 8; /* the lowest hit is exact */
                 break;
@@ -244,9 +245,9 @@ static inline __attribute__((always_inline)) const char *json_string(const char 
             p += 8;
         }
 #endif
-        while (p < end && *p != '"' && *p != '\\')
+        while (p < end && *p != '"' && *p != '\\' && *p)
             p++;
-        if (p >= end) return NULL;
+        if (p >= end || !*p) return NULL; /* cJSON would cut a string at a NUL: parse */
         if (*p == '"') return p + 1;
         *escaped = 1;
         if (++p >= end || !*p || !strchr("\"\\/bfnrtu", *p)) return NULL;
@@ -326,8 +327,10 @@ static const char *json_value(const char *p, const char *end, int depth)
     return json_number(p, end);
 }
 
-int tg_json_members(const char *json, size_t len, const char *const *names, size_t n,
-                    tg_span_t *vals)
+/* tg_json_members(), or with once, TG_JSON_DUP for a listed name that
+ * occurs twice. */
+static int members(const char *json, size_t len, const char *const *names, size_t n,
+                   tg_span_t *vals, int once)
 {
     const char *end = json + len, *p = json_ws(json, end);
     int found = 0;
@@ -348,7 +351,12 @@ int tg_json_members(const char *json, size_t len, const char *const *names, size
         size_t klen = (size_t)(p - k - 2);
         tg_span_t *hit = NULL;
         for (size_t i = 0; i < n && !hit; i++)
-            if (!vals[i].p && nlen[i] == klen && memcmp(k + 1, names[i], klen) == 0) hit = &vals[i];
+            if (nlen[i] == klen && memcmp(k + 1, names[i], klen) == 0) {
+                if (!vals[i].p)
+                    hit = &vals[i];
+                else if (once)
+                    return TG_JSON_DUP;
+            }
         p = json_ws(p, end);
         if (p >= end || *p != ':') return -1;
         p = json_ws(p + 1, end);
@@ -363,6 +371,18 @@ int tg_json_members(const char *json, size_t len, const char *const *names, size
         if (p >= end || *p != ',') return -1;
         p = json_ws(p + 1, end);
     }
+}
+
+int tg_json_members(const char *json, size_t len, const char *const *names, size_t n,
+                    tg_span_t *vals)
+{
+    return members(json, len, names, n, vals, 0);
+}
+
+int tg_json_members_once(const char *json, size_t len, const char *const *names, size_t n,
+                         tg_span_t *vals)
+{
+    return members(json, len, names, n, vals, 1);
 }
 
 int tg_json_member(const char *json, size_t len, const char *name, const char **val, size_t *vlen)

@@ -77,11 +77,18 @@ typedef struct {
 
 /* tg_json_member() for n (at most TG_JSON_MEMBERS_MAX) names in one pass:
  * vals[i] is the first value called names[i] ({NULL, 0} when there is none;
- * a name listed twice is found for its first listing). Returns how many were
- * found, or -1 as tg_json_member() does. */
-enum { TG_JSON_MEMBERS_MAX = 32 };
+ * a name listed twice gets its first and second occurrences). Returns how
+ * many were found, or -1 as tg_json_member() does. Strings holding a raw NUL
+ * are refused (-1): cJSON cuts them there, so only a parse reads them alike. */
+enum { TG_JSON_MEMBERS_MAX = 32, TG_JSON_DUP = -2 };
 int tg_json_members(const char *json, size_t len, const char *const *names, size_t n,
                     tg_span_t *vals);
+/* The same for a request, where a member the gateway reads must not be
+ * read one way here and another way upstream (most parsers keep the last of
+ * two, cJSON and this scan the first): TG_JSON_DUP when a listed name occurs
+ * twice (a name listed twice is found for its first listing only). */
+int tg_json_members_once(const char *json, size_t len, const char *const *names, size_t n,
+                         tg_span_t *vals);
 
 /* Copies src into dst[cap], truncating, NUL-terminated (nothing written when
  * cap is 0); returns strlen(src). snprintf("%s") without the format work. */

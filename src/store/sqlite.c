@@ -166,9 +166,10 @@ static const char *const migrations[] = {
     "ALTER TABLE keys ADD COLUMN prev_salt BLOB NOT NULL DEFAULT x'';"
     "ALTER TABLE admin_keys ADD COLUMN salt BLOB NOT NULL DEFAULT x'';"
     "ALTER TABLE admin_keys ADD COLUMN prev_salt BLOB NOT NULL DEFAULT x'';",
-    /* 8: no query reads the ledger by team and time (per-team figures come
-     * from usage_hourly); the index cost every append a B-tree insert and a
-     * WAL page per commit. */
+    /* 8: no query needs the (team, time) index: per-team figures come from
+     * usage_hourly, and the totals per team since a time (budgets at start)
+     * read the time index. It cost every append a B-tree insert and a WAL
+     * page per commit. */
     "DROP INDEX IF EXISTS usage_events_team_started;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -240,6 +240,61 @@ describe('chat completions through tollgate (openai client)', () => {
     okCalls += 2;
   });
 
+  test('a member the gateway reads, written twice, is refused (400) and never forwarded', T, async () => {
+    // cJSON and the gateway's scan keep the first of two; most upstream
+    // parsers keep the last: the route, the usage ask or the cap would differ.
+    const raw = (s) =>
+      request(env.gw.port, {
+        method: 'POST',
+        path: '/v1/chat/completions',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+        body: s,
+      });
+    const msgs = '"messages":[{"role":"user","content":"x"}]';
+    const cases = [
+      [`{"model":"gpt-test","model":"gpt-other",${msgs}}`, 'model'],
+      [`{"model":"gpt-test",${msgs},"stream":true,"stream_options":{"include_usage":true,"include_usage":false}}`, 'stream_options.include_usage'],
+      [`{"model":"gpt-test",${msgs},"stream":true,"stream_options":{"include_usage":true},"stream_options":{}}`, 'stream_options'],
+      [`{"model":"gpt-test",${msgs},"max_tokens":1,"max_tokens":4096}`, 'max_tokens'],
+      [`{"model":"gpt-test",${msgs},"stream":false,"stream":true}`, 'stream'],
+      [`{"mod\\u0065l":"gpt-test","model":"gpt-test",${msgs}}`, 'model'],
+    ];
+    const before = fake.chatRequests().length;
+    for (const [body, name] of cases) {
+      const res = await raw(body);
+      assert.equal(res.status, 400, `${body} -> ${res.status} ${res.text}`);
+      assert.equal(res.json?.error?.code, 'invalid_request', res.text);
+      assert.ok(res.json.error.message.includes(`'${name}'`), res.text);
+    }
+    assert.equal(fake.chatRequests().length, before, 'none reached the upstream');
+    const ok = await raw(`{"model":"gpt-test",${msgs},"temperature":1,"top_p":1}`);
+    assert.equal(ok.status, 200, ok.text);
+    okCalls++;
+  });
+
+  test('an upstream that does not count: the call is billed by estimate and marked so', T, async () => {
+    fake.enqueue({ noUsage: true }, { noUsage: true });
+    const plain = await chat(env.gw.port, key, chatBody('gpt-test'));
+    assert.equal(plain.status, 200, plain.text);
+    assert.equal(plain.json.usage, undefined, 'the fake sent no usage');
+    const streamed = await chat(env.gw.port, key, chatBody('gpt-test', { stream: true }));
+    assert.equal(streamed.status, 200);
+    assert.ok(streamed.text.includes('data: [DONE]'));
+    okCalls += 2;
+    for (const [res, streamedFlag] of [[plain, false], [streamed, true]]) {
+      const rid = res.headers['x-request-id'];
+      const row = await waitFor(async () => (await usageList(env.configFile)).find((u) => u.request_id === rid), {
+        timeoutMs: 3000,
+        message: `usage row for ${rid}`,
+      });
+      assert.equal(row.outcome, 'ok');
+      assert.equal(row.streamed, streamedFlag);
+      assert.equal(row.token_source, 'estimated', JSON.stringify(row));
+      assert.ok(row.input_tokens > 0, `an input estimate: ${JSON.stringify(row)}`);
+      assert.ok(row.output_tokens > 0, `an output estimate: ${JSON.stringify(row)}`);
+    }
+  });
+
   test('streaming with include_usage: the usage chunk passes through', T, async () => {
     const { data: stream, response } = await client.chat.completions
       .create({

@@ -39,6 +39,8 @@ export const DEFAULT_BEHAVIOR = Object.freeze({
   errorBody: null,
   closeAfterChunks: 2,
   finishReason: 'stop',
+  // A server that does not count: no `usage` in answers, no usage chunk.
+  noUsage: false,
 });
 
 export const ERROR_BODIES = Object.freeze({
@@ -363,7 +365,7 @@ export async function startFakeOpenAI(opts = {}) {
             finish_reason: b.finishReason,
           },
         ],
-        usage: usageObject(b),
+        ...(b.noUsage ? {} : { usage: usageObject(b) }),
         service_tier: 'default',
         system_fingerprint: fingerprint,
       };
@@ -442,7 +444,7 @@ export async function startFakeOpenAI(opts = {}) {
     }
     if (b.fail === 'close-mid-stream') return cut();
     if (!send(chunk({}, b.finishReason))) return;
-    if (includeUsage) {
+    if (includeUsage && !b.noUsage) {
       const u = {
         id,
         object: 'chat.completion.chunk',

@@ -176,6 +176,16 @@ static void test_json_member(void **state)
     assert_memory_equal(m[2].p, "\"a\"", 3);
     assert_int_equal(m[3].len, 3);
     assert_int_equal(tg_json_members("{\"x\":}", 6, names, 4, m), -1);
+    /* once: a listed name twice is TG_JSON_DUP; unlisted ones may repeat */
+    assert_int_equal(tg_json_members_once(two, strlen(two), names, 4, m), TG_JSON_DUP);
+    const char *rep = "{\"y\":1,\"y\":2,\"model\":\"a\",\"stream\":true}";
+    assert_int_equal(tg_json_members_once(rep, strlen(rep), names, 4, m), 2);
+    assert_memory_equal(m[1].p, "true", 4);
+    /* a raw NUL in a string (cJSON would cut the name there): left to a parse */
+    static const char nul_key[] = "{\"model\0\":\"a\",\"model\":\"b\"}";
+    assert_int_equal(tg_json_members(nul_key, sizeof(nul_key) - 1, names, 4, m), -1);
+    static const char nul_val[] = "{\"model\":\"a\0b\",\"x\":\"0123456789abcdef0123\0\"}";
+    assert_int_equal(tg_json_members(nul_val, sizeof(nul_val) - 1, names, 4, m), -1);
     char buf[4];
     assert_int_equal(tg_strlcpy(buf, "abcdef", sizeof(buf)), 6);
     assert_string_equal(buf, "abc");
@@ -222,7 +232,14 @@ static void test_max_output_json(void **state)
         int64_t tree = tg_api_max_output(j), bytes = -7;
         cJSON_Delete(j);
         assert_int_equal(tree, cases[i].want);
-        int rc = tg_api_max_output_json(b, strlen(b), &bytes);
+        const char *names[TG_JSON_MEMBERS_MAX];
+        tg_span_t v[TG_JSON_MEMBERS_MAX];
+        size_t n = 0;
+        while ((names[n] = tg_api_max_output_name(n)))
+            n++;
+        int rc = tg_json_members(b, strlen(b), names, n, v) < 0
+                     ? -1
+                     : tg_api_max_output_spans(v, &bytes);
         assert_int_equal(rc, cases[i].readable ? 0 : -1);
         if (rc == 0) assert_int_equal(bytes, tree);
     }
