@@ -155,7 +155,7 @@ static void test_json_member(void **state)
     assert_memory_equal(v, "\"m\\\"1\"", 6);
     assert_int_equal(tg_json_member(j, strlen(j), "stream", &v, &n), 0);
     /* depth is bounded like cJSON's: 1000 levels */
-    char deep[2100];
+    char deep[8192];
     size_t k = 0;
     k += (size_t)sprintf(deep, "{\"a\":");
     for (int i = 0; i < 1000; i++)
@@ -164,6 +164,19 @@ static void test_json_member(void **state)
         deep[k++] = ']';
     deep[k++] = '}';
     assert_int_equal(tg_json_member(deep, k, "a", &v, &n), -1);
+    /* one level less is read, objects and arrays mixed, as cJSON reads it */
+    k = (size_t)sprintf(deep, "{\"a\":");
+    for (int i = 0; i < 999; i++)
+        k += (size_t)sprintf(deep + k, "%s", i % 2 ? "[" : "{\"k\":");
+    deep[k++] = '0';
+    for (int i = 998; i >= 0; i--)
+        deep[k++] = i % 2 ? ']' : '}';
+    deep[k++] = '}';
+    cJSON *dj = cJSON_ParseWithLength(deep, k);
+    assert_non_null(dj);
+    cJSON_Delete(dj);
+    assert_int_equal(tg_json_member(deep, k, "a", &v, &n), 1);
+    assert_int_equal(n, k - 6);
     /* several names in one pass: the first of each, absent ones NULL */
     static const char *const names[] = {"messages", "stream", "model", "x"};
     tg_span_t m[4];
