@@ -303,10 +303,6 @@ static void on_abort(tg_req_t *req)
 
 /* ---- request --------------------------------------------------------------- */
 
-/* The client's body with the top-level "model" value replaced by model,
- * spliced into the bytes as they are (nothing else is re-printed, so numbers
- * keep their digits): malloc'ed, or NULL when the member cannot be located
- * without a parse (the tree is printed instead). */
 /* What a call needs from the client's body. */
 typedef struct {
     const tg_model_route_t *route;
@@ -404,10 +400,6 @@ int tg_api_ask_usage(cJSON *root, int *client_usage)
     return cJSON_AddTrueToObject(so, "include_usage") ? 1 : -1;
 }
 
-/* /v1/chat/completions, or (completions) the legacy /v1/completions for
- * completion-style upstreams: the same call with a prompt instead of
- * messages, forwarded to the provider's /completions. */
-
 static int is_true(tg_span_t v)
 {
     return v.p && v.len == 4 && memcmp(v.p, "true", 4) == 0;
@@ -423,12 +415,6 @@ static int nonempty_array(tg_span_t v)
     return 0;
 }
 
-/* Reads the usual call from the body's bytes, without building a tree: an
- * OpenAI route named without escapes, and for a stream, stream_options
- * either absent or already asking for usage (so the body needs at most its
- * model and stream_options spliced). 1 with *in filled; 0 when the body
- * needs a parse (any error among them, so the parse answers it exactly as
- * before). */
 enum { PLAIN_OWN = 5 }; /* plain_names[]: these, then the max-output names */
 static const char *plain_names[TG_JSON_MEMBERS_MAX] = {"model", "messages", "prompt", "stream",
                                                        "stream_options"};
@@ -456,6 +442,12 @@ static size_t read_names(const char *const **names)
     return plain_nnames;
 }
 
+/* Reads the usual call from the body's bytes, without building a tree: an
+ * OpenAI route named without escapes, and for a stream, stream_options
+ * either absent or already asking for usage (so the body needs at most its
+ * model and stream_options spliced). 1 with *in filled; 0 when the body
+ * needs a parse (any error among them, so the parse answers it exactly as
+ * before). */
 static int read_plain(tg_wctx_t *w, const tg_req_t *req, int completions, chat_in_t *in)
 {
     /* One scan for what the call needs and the output cap's names; a name
@@ -588,6 +580,9 @@ static int parse_call(tg_wctx_t *w, tg_req_t *req, int completions, const tg_cal
     return 0;
 }
 
+/* /v1/chat/completions, or (completions) the legacy /v1/completions for
+ * completion-style upstreams: the same call with a prompt instead of
+ * messages, forwarded to the provider's /completions. */
 static void openai_call(tg_wctx_t *w, tg_req_t *req, int completions)
 {
     tg_caller_t who;
