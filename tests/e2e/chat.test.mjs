@@ -207,6 +207,15 @@ describe('chat completions through tollgate (openai client)', () => {
     assert.ok(rows[0].ttfb_us > 0, 'ttfb recorded for a stream');
   });
 
+  // A chat call with the body exactly as given (a string, not re-serialized).
+  const postRaw = (body) =>
+    request(env.gw.port, {
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body,
+    });
+
   test('the rewritten body is the client bytes with model and stream_options spliced in (numbers and escapes kept)', T, async () => {
     // Read without a tree: only the model value changes and, for a stream
     // that did not ask for usage, stream_options goes in first; the rest
@@ -214,12 +223,7 @@ describe('chat completions through tollgate (openai client)', () => {
     const tail = '"messages":[{"role":"user","content":"caf\\u00e9 \\"quoted\\"\\n"}],"temperature":0.50,"top_p":1e0,"stream":true}';
     const raw = `{"model":"gpt-test",${tail}`;
     const before = fake.chatRequests().length;
-    const res = await request(env.gw.port, {
-      method: 'POST',
-      path: '/v1/chat/completions',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: raw,
-    });
+    const res = await postRaw(raw);
     assert.equal(res.status, 200, res.text);
     assert.ok(res.text.includes('data: [DONE]'), 'the stream ended');
     assert.ok(!res.text.includes('"usage":{'), 'the usage chunk it did not ask for is hidden');
@@ -229,12 +233,7 @@ describe('chat completions through tollgate (openai client)', () => {
     assert.equal(up.rawBody, `{"stream_options":{"include_usage":true},"model":"upstream-gpt",${tail}`);
     // A plain call: the model alone changes.
     const plain = `{"temperature":0.50,  "model" : "gpt-test","messages":[{"role":"user","content":"x"}]}`;
-    const res2 = await request(env.gw.port, {
-      method: 'POST',
-      path: '/v1/chat/completions',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: plain,
-    });
+    const res2 = await postRaw(plain);
     assert.equal(res2.status, 200, res2.text);
     assert.equal(fake.chatRequests().at(-1).rawBody, plain.replace('"gpt-test"', '"upstream-gpt"'));
     okCalls += 2;
@@ -243,13 +242,6 @@ describe('chat completions through tollgate (openai client)', () => {
   test('a member the gateway reads, written twice, is refused (400) and never forwarded', T, async () => {
     // cJSON and the gateway's scan keep the first of two; most upstream
     // parsers keep the last: the route, the usage ask or the cap would differ.
-    const raw = (s) =>
-      request(env.gw.port, {
-        method: 'POST',
-        path: '/v1/chat/completions',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-        body: s,
-      });
     const msgs = '"messages":[{"role":"user","content":"x"}]';
     const cases = [
       [`{"model":"gpt-test","model":"gpt-other",${msgs}}`, 'model'],
@@ -261,13 +253,13 @@ describe('chat completions through tollgate (openai client)', () => {
     ];
     const before = fake.chatRequests().length;
     for (const [body, name] of cases) {
-      const res = await raw(body);
+      const res = await postRaw(body);
       assert.equal(res.status, 400, `${body} -> ${res.status} ${res.text}`);
       assert.equal(res.json?.error?.code, 'invalid_request', res.text);
       assert.ok(res.json.error.message.includes(`'${name}'`), res.text);
     }
     assert.equal(fake.chatRequests().length, before, 'none reached the upstream');
-    const ok = await raw(`{"model":"gpt-test",${msgs},"temperature":1,"top_p":1}`);
+    const ok = await postRaw(`{"model":"gpt-test",${msgs},"temperature":1,"top_p":1}`);
     assert.equal(ok.status, 200, ok.text);
     okCalls++;
   });
