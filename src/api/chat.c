@@ -207,7 +207,7 @@ static void up_headers(tg_upcall_t *u, int status, const tg_header_t *h, size_t 
     c->ev.ttfb_us = (int64_t)((tg_now_ns() - c->req->start_ns) / 1000);
     for (size_t i = 0; i < n; i++)
         if (tg_strcaseeq(h[i].name, h[i].name_len, "content-type", 12))
-            snprintf(c->content_type, sizeof(c->content_type), "%s", h[i].value);
+            tg_strlcpy(c->content_type, h[i].value, sizeof(c->content_type));
     if (c->stream && status >= 200 && status < 300) {
         tg_header_t rh[] = {
             {"Content-Type", 12, "text/event-stream", 17},

@@ -592,16 +592,23 @@ static void conn_send(h1_conn_t *k)
     conn_read(k, 1);
 }
 
+/* After a failed connect: when the call has another address left, closes the
+ * socket (the next address may be of another family) to try it on a fresh
+ * one, and returns 1. */
+static int conn_try_next(h1_conn_t *k)
+{
+    if (!k->next || !k->call) return 0;
+    k->reconnect = 1;
+    uv_close((uv_handle_t *)&k->tcp, on_tcp_closed);
+    return 1;
+}
+
 static void on_connect(uv_connect_t *r, int status)
 {
     h1_conn_t *k = r->data;
     if (k->closing || status == UV_ECANCELED) return;
     if (status < 0) {
-        if (k->next && k->call) { /* another address: a fresh socket for it */
-            k->reconnect = 1;
-            uv_close((uv_handle_t *)&k->tcp, on_tcp_closed);
-            return;
-        }
+        if (conn_try_next(k)) return;
         tg_debug("upstream: connect %s: %s", k->host->name, uv_strerror(status));
         enter(k->h);
         if (k->call) call_fail(k->call, TG_ECONNECT);
@@ -623,6 +630,10 @@ static void conn_connect_to(h1_conn_t *k, const struct sockaddr *a)
 {
     k->req.connect.data = k;
     int rc = uv_tcp_connect(&k->req.connect, &k->tcp, a, on_connect);
+    /* A refused connect is reported to on_connect; other errors come back
+     * here at once (an IPv6 address where the host has no IPv6: EAFNOSUPPORT,
+     * ENETUNREACH): the next address is tried all the same. */
+    if (rc && conn_try_next(k)) return;
     if (rc) { /* reported from the timer: never a callback from inside start */
         k->pending_err = TG_ECONNECT;
         uv_timer_start(&k->timer, on_conn_timer, 0, 0);
