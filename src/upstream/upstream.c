@@ -36,6 +36,7 @@
 
 #include <assert.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -628,11 +629,18 @@ int tg_upstream_create(tg_upstream_t **out, uv_loop_t *loop)
      * set (HTTP_PROXY too, which libcurl ignores), every call goes through
      * libcurl as before. TG_UPSTREAM_CURL=1 forces libcurl (tests, fallback). */
     const char *force = getenv("TG_UPSTREAM_CURL");
-    if (u->no_proxy_env && !getenv("HTTP_PROXY") && !(force && *force && strcmp(force, "0")) &&
-        tg_h1_create(&u->h1, loop) != 0) {
-        curl_multi_cleanup(u->multi);
-        free(u);
-        return TG_ENOMEM;
+    int forced = force && *force && strcmp(force, "0");
+    if (u->no_proxy_env && !getenv("HTTP_PROXY") && !forced) {
+        if (tg_h1_create(&u->h1, loop) != 0) {
+            curl_multi_cleanup(u->multi);
+            free(u);
+            return TG_ENOMEM;
+        }
+    } else {
+        static atomic_flag said = ATOMIC_FLAG_INIT; /* once, not once per worker */
+        if (!atomic_flag_test_and_set(&said))
+            tg_info("upstream: http:// calls go through libcurl (%s)",
+                    forced ? "TG_UPSTREAM_CURL is set" : "a proxy variable is set");
     }
     tg_link_init(&u->calls);
     tg_link_init(&u->fb_wait);

@@ -154,6 +154,7 @@ export async function startFakeOpenAI(opts = {}) {
       method: req.method,
       path: req.url,
       headers: { ...req.headers },
+      rawHeaderNames: req.rawHeaders.filter((_, i) => i % 2 === 0), // as sent: order and case
       rawBody: '',
       body: null,
       receivedAt: Date.now(),

@@ -354,13 +354,13 @@ export async function startGateway(
  * Starts a fresh environment: temp dir, config pointing at `fake`, a key per team
  * (created before the gateway starts), then the gateway.
  */
-export async function startEnv({ prefix, fake, teams = ['team-a'], configOverrides = {}, buildExtra } = {}) {
+export async function startEnv({ prefix, fake, teams = ['team-a'], configOverrides = {}, buildExtra, gatewayEnv = {} } = {}) {
   requireBinary();
   const dir = makeTmpDir(prefix);
   let config = buildConfig({ dir, fakePort: fake.port, ...configOverrides });
   if (buildExtra) config = buildExtra(config, dir);
   const configFile = writeConfig(dir, config);
-  const env = { FAKE_UPSTREAM_KEY: fake.apiKey };
+  const env = { FAKE_UPSTREAM_KEY: fake.apiKey, ...gatewayEnv };
   const keys = {};
   for (const t of teams) keys[t] = await createKey(configFile, t, { name: `${t}-key` });
   const gw = await startGateway(configFile, { env });
