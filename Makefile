@@ -9,8 +9,10 @@ OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter $(if $(CI),-Werror)
 CPPFLAGS:= -std=c11 -D_GNU_SOURCE -Isrc -I/usr/share/include/llhttp
-PKGCF    = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKGLIBS  = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Recursive (=): expanded only when a recipe runs, after `deps` installed the
+# packages; pkg-config's own message names a missing one.
+PKGCF    = $(shell pkg-config --cflags $(PKGS))
+PKGLIBS  = $(shell pkg-config --libs $(PKGS))
 LDLIBS  += $(PKGLIBS) -lpthread -lm
 
 B       ?= build
@@ -44,7 +46,7 @@ $(B)/llhttp/%.o: $(LLHTTP)/%.c
 
 $(B)/tests/%: tests/unit/%.c $(OBJS) $(LLOBJS)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(PKGCF) $(CFLAGS) $(WARN) -Itests/unit -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(CPPFLAGS) $(PKGCF) $(CFLAGS) $(WARN) -Itests/unit -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
 
 # Small programs the black-box tests drive (tests/tools/*.c).
 $(B)/tools/%: tests/tools/%.c $(OBJS) $(LLOBJS)
@@ -78,7 +80,7 @@ fuzz: build/fuzz/fuzz_eventstream
 build/fuzz/fuzz_eventstream: tests/fuzz/fuzz_eventstream.c src/aws/eventstream.c src/core/core.c \
 		src/aws/eventstream.h src/core/core.h
 	@mkdir -p $(@D)
-	clang $(CPPFLAGS) $(FUZZFLAGS) $(WARN) -o $@ $(filter %.c,$^) -lz -lpthread
+	clang $(CPPFLAGS) $(FUZZFLAGS) $(WARN) -o $@ $(filter %.c,$^) $(shell pkg-config --libs zlib) -lpthread
 
 run: all
 	@bash scripts/quickstart.sh

@@ -35,8 +35,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The black-box tests need Node.js 20 or later (node --test's options; the
+# openai and @aws-sdk packages' engines). Debian 12's own nodejs is 18: say so
+# plainly instead of failing later on an unknown option.
+# The gateway itself does not need Node: warn, build, and let the tests refuse.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "deps: warning: the black-box tests need Node.js 20 or later; found $(node --version 2>/dev/null || echo none)" >&2
+fi
+
 # Node packages for the black-box tests, pinned by package-lock.json.
-if [ -f package-lock.json ]; then
+if [ -f package-lock.json ] && [ "$node_major" -ge 20 ]; then
   stamp=node_modules/.tollgate-lock
   if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
     npm ci --no-audit --no-fund --loglevel=error >&2

@@ -11,6 +11,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "e2e: Node.js 20 or later is needed (node --test's options, the openai and @aws-sdk" \
+    "packages); found $(node --version 2>/dev/null || echo none)" >&2
+  exit 1
+fi
+
 if [ ! -d node_modules/openai ]; then
   echo "e2e: installing the pinned Node packages (npm ci)" >&2
   timeout 300 npm ci --no-audit --no-fund >&2 || { echo "e2e: npm ci failed" >&2; exit 1; }
