@@ -32,33 +32,6 @@ const SLOW_TEXT = wordsText(CHUNKS);
 
 test('bin/tollgate is built', () => requireBinary());
 
-/** POSTs body and collects the whole answer; resolves {status, text} or rejects. */
-function post(port, key, body) {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request(
-      {
-        host: '127.0.0.1',
-        port,
-        method: 'POST',
-        path: '/v1/chat/completions',
-        agent: false,
-        headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) },
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text }));
-        res.on('error', reject);
-      },
-    );
-    req.setTimeout(15000, () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end(data);
-  });
-}
-
 describe('SIGTERM with calls in flight', () => {
   const tracker = failureTracker();
   afterEach(tracker.afterEach);
@@ -97,8 +70,8 @@ describe('SIGTERM with calls in flight', () => {
 
   test('in-flight calls finish and are recorded; new connections are refused; exit 0', T, async () => {
     const port = env.gw.port;
-    const stream = post(port, key, chatBody('gpt-slow', { stream: true }));
-    const plain = post(port, key, chatBody('gpt-late'));
+    const stream = chat(port, key, chatBody('gpt-slow', { stream: true }), { timeoutMs: 15000 });
+    const plain = chat(port, key, chatBody('gpt-late'), { timeoutMs: 15000 });
     await waitFor(() => fake.chatRequests().length >= 2, { timeoutMs: 5000, message: 'both calls upstream' });
 
     env.gw.proc.kill('SIGTERM');
