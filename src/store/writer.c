@@ -22,9 +22,15 @@
  * - Two pending arrays ping-pong between submitters and the thread, keeping
  *   their capacity, so steady state allocates nothing but completion nodes.
  * - Completions travel through a port (one per worker loop): a locked list
- *   plus a uv_async_t. A port is freed only when its uv handle is closed AND
- *   no completion naming it is in flight (refs), so the thread never touches
- *   freed memory, and never sends on a handle once its close has begun.
+ *   plus an eventfd the loop polls, written when the list stops being empty.
+ *   (Not a uv_async_t: libuv 1.44's uv_async_send sets "pending", writes its
+ *   fd, then sets "done"; a worker woken by that write on the writer's core
+ *   preempts the writer in between, finds the handle half-sent, spins, then
+ *   sched_yield()s, and the writer runs on into its next commit: the worker
+ *   waited out a whole commit, a millisecond, about once a hundred calls at
+ *   a thousand calls a second.) A port is freed only when its uv handle is
+ *   closed AND no completion naming it is in flight (refs), so the thread
+ *   never touches freed memory, and never writes an fd that was closed.
  *
  * Locks are never nested: submit takes a port's mu, releases it, then takes
  * the writer's; the thread takes a port's mu without holding the writer's. */
@@ -36,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,7 +79,8 @@ typedef struct {
 } waker_t;
 
 struct tg_writer_port {
-    uv_async_t async;  /* data = the port; runs on the port's loop */
+    uv_poll_t poll;    /* data = the port; runs on the port's loop */
+    int efd;           /* eventfd: readable while completions wait (closed in port_destroy) */
     uv_prepare_t kick; /* data = the port; wakes the thread before the loop blocks */
     waker_t *waker;    /* holds one of waker->refs */
     int kick_armed;    /* the loop's thread only: kick is started */
@@ -253,6 +261,7 @@ static void waker_wake(waker_t *k)
 
 static void port_destroy(tg_writer_port_t *p)
 {
+    if (p->efd >= 0) close(p->efd);
     waker_unref(p->waker);
     pthread_mutex_destroy(&p->mu);
     free(p);
@@ -279,9 +288,14 @@ static void port_kick_cb(uv_prepare_t *h)
 }
 
 /* On the port's loop: runs the completions delivered so far, in order. */
-static void port_async_cb(uv_async_t *h)
+static void port_poll_cb(uv_poll_t *h, int status, int events)
 {
     tg_writer_port_t *p = h->data;
+    uint64_t n;
+    /* Reset the count first: a delivery after the list is taken below finds
+     * it empty and writes again. */
+    while (read(p->efd, &n, sizeof(n)) < 0 && errno == EINTR)
+        ;
     pthread_mutex_lock(&p->mu);
     done_t *d = p->head;
     p->head = p->tail = NULL;
@@ -318,11 +332,13 @@ int tg_writer_port_create(tg_writer_port_t **out, tg_writer_t *w, uv_loop_t *loo
     }
     p->waker = w->waker;
     waker_ref(p->waker);
-    if (uv_async_init(loop, &p->async, port_async_cb) != 0) {
+    p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->efd < 0 || uv_poll_init(loop, &p->poll, p->efd) != 0) {
         port_destroy(p);
         return TG_EIO;
     }
-    p->async.data = p;
+    p->poll.data = p;
+    uv_poll_start(&p->poll, UV_READABLE, port_poll_cb);
     uv_prepare_init(loop, &p->kick); /* cannot fail on unix */
     p->kick.data = p;
     p->handles_open = 2;
@@ -347,28 +363,37 @@ void tg_writer_port_close(tg_writer_port_t *p)
     if (p->kick_armed) waker_wake(p->waker);
     p->kick_armed = 0;
     uv_close((uv_handle_t *)&p->kick, port_closed_cb);
-    uv_close((uv_handle_t *)&p->async, port_closed_cb);
+    uv_close((uv_handle_t *)&p->poll, port_closed_cb);
 }
 
-/* On the writer thread: hands a completion to its port and wakes the loop.
- * The send happens under p->mu, which orders it before any uv_close. */
+/* On the writer thread: hands a completion to its port and wakes the loop
+ * when the list was empty. The wake is written after p->mu is released (the
+ * loop it wakes takes p->mu first thing) and before the completion's
+ * reference is dropped, which keeps the fd open until it is written. */
 static void port_deliver(done_t *d, int status)
 {
     tg_writer_port_t *p = d->port;
     d->status = status;
     d->next = NULL;
     pthread_mutex_lock(&p->mu);
-    int closing = p->closing;
+    int closing = p->closing, wake = 0;
     if (!closing) {
+        wake = p->head == NULL;
         if (p->tail)
             p->tail->next = d;
         else
             p->head = d;
         p->tail = d;
-        uv_async_send(&p->async);
     }
-    int free_now = --p->refs == 0 && p->handles_open == 0;
+    int free_now = 0;
+    if (!wake) free_now = --p->refs == 0 && p->handles_open == 0;
     pthread_mutex_unlock(&p->mu);
+    if (wake) {
+        uint64_t one = 1;
+        while (write(p->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+            ;
+        port_unref(p);
+    }
     if (closing) free(d);
     if (free_now) port_destroy(p);
 }

@@ -162,6 +162,7 @@ export async function startFakeOpenAI(opts = {}) {
       status: null,
       rejected: null, // why the fake refused the request, if it did
       chunksSent: 0,
+      writesBlocked: 0, // streamed writes the socket could not take at once (the peer not reading)
       contentSent: '',
       finished: false, // the fake wrote its whole answer
       closed: false,
@@ -405,9 +406,20 @@ export async function startFakeOpenAI(opts = {}) {
     const alive = () => !res.destroyed && !res.writableEnded && !rec.closed;
     const send = (obj) => {
       if (!alive()) return false;
-      res.write(`data: ${JSON.stringify(obj)}\n\n`);
+      if (!res.write(`data: ${JSON.stringify(obj)}\n\n`)) rec.writesBlocked++;
       return true;
     };
+    // As a real server does: a full socket is waited on, not buffered without end.
+    const drained = () =>
+      new Promise((resolve) => {
+        const done = () => {
+          res.off('drain', done);
+          res.off('close', done);
+          resolve();
+        };
+        res.on('drain', done);
+        res.on('close', done);
+      });
     const chunk = (delta, finish) => {
       const c = {
         id,
@@ -442,6 +454,7 @@ export async function startFakeOpenAI(opts = {}) {
       if (!send(chunk({ content: pieces[i] }, null))) return;
       rec.chunksSent++;
       rec.contentSent += pieces[i];
+      if (res.writableNeedDrain) await drained();
     }
     if (b.fail === 'close-mid-stream') return cut();
     if (!send(chunk({}, b.finishReason))) return;
