@@ -269,7 +269,11 @@ enum {
     S_ROLLUP_MARK,
     S_ROLLUP_SET_MARK,
     S_LEDGER_END,
-    S_DIRTY_HOURS,
+    S_DELTA_CLEAR,
+    S_DELTA_SUM,
+    S_DELTA_HOURS,
+    S_DELTA_APPLY,
+    S_DELTA_DAYS,
     S_RANGE_HOURS,
     S_HOUR_DELETE,
     S_HOUR_SUM,
@@ -332,8 +336,35 @@ static const char *const stmt_sql[S__COUNT] = {
     [S_LEDGER_END] = "SELECT COALESCE(MAX(rowid), 0) FROM usage_events",
     /* The ledger's insertion order is its rowid: SQLite has one writer at a
      * time, so a reader that sees row r sees every row before it. */
-    [S_DIRTY_HOURS] = "SELECT DISTINCT started_ms - started_ms % 3600000 FROM usage_events"
-                      " WHERE rowid > ?1 AND rowid <= ?2",
+    /* The rollups' increments (see sq_rollup_refresh): the events of a
+     * rowid range summed per hour and dimensions into a temporary table, then
+     * added to usage_hourly. rollup_delta is created by rollup_begin. */
+    [S_DELTA_CLEAR] = "DELETE FROM temp.rollup_delta",
+    [S_DELTA_SUM] =
+        "INSERT INTO temp.rollup_delta SELECT started_ms - started_ms % 3600000, unit, team,"
+        " key_id, model, region, COUNT(*), SUM(input_tokens), SUM(output_tokens),"
+        " SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(images), SUM(cost_input),"
+        " SUM(cost_output), SUM(cost_cache_read), SUM(cost_cache_write), SUM(cost_images),"
+        " SUM(cost_total), SUM(unpriced != 0), SUM(token_source != 0), SUM(outcome != 'ok')"
+        " FROM usage_events WHERE rowid > ?1 AND rowid <= ?2 GROUP BY 1, 2, 3, 4, 5, 6",
+    [S_DELTA_HOURS] = "SELECT DISTINCT hour_ms FROM temp.rollup_delta ORDER BY 1",
+    /* The stored sums of the groups the increment touches, plus the
+     * increment, summed again: SUM fails on a 64-bit overflow, where + would
+     * quietly make the total a float. */
+    [S_DELTA_APPLY] =
+        "INSERT OR REPLACE INTO usage_hourly SELECT hour_ms, unit, team, key_id, model, region,"
+        " SUM(invocations), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),"
+        " SUM(cache_write_tokens), SUM(images), SUM(cost_input), SUM(cost_output),"
+        " SUM(cost_cache_read), SUM(cost_cache_write), SUM(cost_images), SUM(cost_total),"
+        " SUM(unpriced), SUM(estimated), SUM(failed)"
+        " FROM (SELECT h.* FROM main.usage_hourly h JOIN temp.rollup_delta"
+        " USING (hour_ms, unit, team, key_id, model, region)"
+        " UNION ALL SELECT * FROM temp.rollup_delta)"
+        " GROUP BY hour_ms, unit, team, key_id, model, region",
+    [S_DELTA_DAYS] =
+        "INSERT INTO rollup_days (day_ms, version)"
+        " SELECT DISTINCT hour_ms - hour_ms % 86400000, 1 FROM temp.rollup_delta WHERE true"
+        " ON CONFLICT (day_ms) DO UPDATE SET version = version + 1",
     [S_RANGE_HOURS] =
         "SELECT started_ms - started_ms % 3600000 FROM usage_events"
         " WHERE started_ms >= ?1 AND started_ms < ?2"
@@ -992,63 +1023,128 @@ static int resum_hours(tg_sqlite_t *s, const int64_t *hours, size_t n)
     return err;
 }
 
-/* The hours that gained events since the mark are summed again, each once
- * and in a transaction of its own, so the write lock (which the ledger's
- * commits wait for) is held for one hour's sum at a time, never for a
- * backlog, and an hour that gained events all through a long backlog is not
- * summed once per slice of it. Finding them takes no lock: every row up to
- * the ledger's end is committed (one writer at a time). Each hour is summed
- * whole from what is committed when its transaction runs, so a refresh that
- * stops midway, or runs beside another, is merely done again, and the mark
- * passes only events that a finished sum included. */
-static int sq_rollup_refresh(tg_store_t *st, int *hours)
+enum { ROLLUP_PASS_ROWS = 50000 }; /* events summed per pass of a refresh */
+
+/* The connection's temporary table for increments (a table of the temp
+ * schema: writing it takes no lock on the database). */
+static int rollup_begin(tg_sqlite_t *s)
 {
-    tg_sqlite_t *s = (tg_sqlite_t *)st;
-    int64_t mark = 0, end = 0, *arr = NULL;
-    size_t n = 0;
-    int err = query_i64(s, S_ROLLUP_MARK, &mark, "rollup mark");
-    if (!err) err = query_i64(s, S_LEDGER_END, &end, "ledger end");
-    if (!err && end > mark) {
-        sqlite3_stmt *q = stmt_get(s, S_DIRTY_HOURS, &err);
-        if (q) {
-            sqlite3_bind_int64(q, 1, mark);
-            sqlite3_bind_int64(q, 2, end);
-            void *v = NULL;
-            err = collect_rows(s, q, read_i64, NULL, sizeof(int64_t), &v, &n, "rollup hours");
-            arr = v;
+    return exec_sql(s,
+                    "CREATE TEMP TABLE IF NOT EXISTS rollup_delta AS"
+                    " SELECT * FROM main.usage_hourly WHERE 0",
+                    "rollup delta table");
+}
+
+/* Sums the events in rowids (from, to] into temp.rollup_delta, replacing
+ * what it held. No lock on the database beyond reading it. */
+static int delta_sum(tg_sqlite_t *s, int64_t from, int64_t to)
+{
+    int err = run(s, S_DELTA_CLEAR, "rollup delta clear");
+    sqlite3_stmt *q = err ? NULL : stmt_get(s, S_DELTA_SUM, &err);
+    if (!q) return err;
+    sqlite3_bind_int64(q, 1, from);
+    sqlite3_bind_int64(q, 2, to);
+    return step_done(s, q, "rollup delta sum");
+}
+
+/* Inside a write transaction: adds temp.rollup_delta to the rollups, marks
+ * its days changed, and moves the mark to `to`. */
+static int delta_apply(tg_sqlite_t *s, int64_t to)
+{
+    int err = run(s, S_DELTA_APPLY, "rollup delta apply");
+    if (!err) err = run(s, S_DELTA_DAYS, "rollup days");
+    sqlite3_stmt *m = err ? NULL : stmt_get(s, S_ROLLUP_SET_MARK, &err);
+    if (!m) return err;
+    sqlite3_bind_int64(m, 1, to);
+    return step_done(s, m, "rollup set mark");
+}
+
+/* Adds the hours of temp.rollup_delta not yet in *hrs (kept sorted). */
+static int note_hours(tg_sqlite_t *s, int64_t **hrs, size_t *n)
+{
+    int err = 0;
+    void *v = NULL;
+    size_t k = 0;
+    sqlite3_stmt *q = stmt_get(s, S_DELTA_HOURS, &err);
+    if (q) err = collect_rows(s, q, read_i64, NULL, sizeof(int64_t), &v, &k, "rollup hours");
+    const int64_t *got = v;
+    for (size_t i = 0; !err && i < k; i++) {
+        size_t j = 0;
+        while (j < *n && (*hrs)[j] < got[i])
+            j++;
+        if (j < *n && (*hrs)[j] == got[i]) continue;
+        int64_t *grown = realloc(*hrs, (*n + 1) * sizeof(int64_t));
+        if (!grown) {
+            err = TG_ENOMEM;
+            break;
         }
+        *hrs = grown;
+        memmove(*hrs + j + 1, *hrs + j, (*n - j) * sizeof(int64_t));
+        (*hrs)[j] = got[i];
+        (*n)++;
     }
-    for (size_t i = 0; i < n && !err; i++) {
-        if ((err = tx_begin(s))) break;
-        if ((err = resum_hour(s, arr[i])))
-            tx_rollback(s);
-        else
-            err = tx_commit(s);
-    }
-    free(arr);
-    if (!err && end > mark && !(err = tx_begin(s))) {
-        sqlite3_stmt *m = stmt_get(s, S_ROLLUP_SET_MARK, &err);
-        if (m) {
-            sqlite3_bind_int64(m, 1, end);
-            err = step_done(s, m, "rollup set mark");
-        }
-        if (err)
-            tx_rollback(s);
-        else
-            err = tx_commit(s);
-    }
-    if (hours) *hours = err ? 0 : (int)n;
+    free(v);
     return err;
 }
 
+/* Brings the rollups up to the ledger's end by adding what the events past
+ * the mark add, never summing an hour again: an hour with millions of
+ * events cost seconds to re-sum, and the write lock that the ledger's
+ * commits wait for was held all that time.
+ * Each pass sums up to ROLLUP_PASS_ROWS events past the mark into a
+ * temporary table without taking the write lock (every row up to the
+ * ledger's end is committed, and events never change), then takes the lock
+ * only to add those few sums and move the mark. If the mark moved in
+ * between (a refresh beside this one, in another process), the pass is
+ * dropped and done again from the new mark: each event is added once. */
+static int sq_rollup_refresh(tg_store_t *st, int *hours)
+{
+    tg_sqlite_t *s = (tg_sqlite_t *)st;
+    int64_t *hrs = NULL;
+    size_t nh = 0;
+    int err = rollup_begin(s);
+    for (int passes = 0; !err; passes++) {
+        int64_t mark = 0, end = 0, again = 0;
+        err = query_i64(s, S_ROLLUP_MARK, &mark, "rollup mark");
+        if (!err) err = query_i64(s, S_LEDGER_END, &end, "ledger end");
+        if (err || end <= mark) break;
+        int64_t to = end - mark > ROLLUP_PASS_ROWS ? mark + ROLLUP_PASS_ROWS : end;
+        if ((err = delta_sum(s, mark, to))) break;
+        if ((err = tx_begin(s))) break;
+        err = query_i64(s, S_ROLLUP_MARK, &again, "rollup mark");
+        if (!err && again != mark) { /* another refresh added these: start over */
+            tx_rollback(s);
+            continue;
+        }
+        if (!err) err = delta_apply(s, to);
+        if (err) {
+            tx_rollback(s);
+            break;
+        }
+        if ((err = tx_commit(s))) break;
+        err = note_hours(s, &hrs, &nh);
+    }
+    free(hrs);
+    if (hours) *hours = err ? 0 : (int)nh;
+    return err;
+}
+
+/* Sums the range's hours again from their events. The increments past the
+ * mark are added first, in the same transaction, so that the mark covers
+ * every event the new sums hold and no later refresh adds one twice. */
 static int sq_rollup_rebuild(tg_store_t *st, int64_t from_ms, int64_t to_ms)
 {
     tg_sqlite_t *s = (tg_sqlite_t *)st;
     void *arr = NULL;
     size_t n = 0;
-    int err = tx_begin(s);
+    int err = rollup_begin(s);
+    if (!err) err = tx_begin(s);
     if (err) return err;
-    sqlite3_stmt *q = stmt_get(s, S_RANGE_HOURS, &err);
+    int64_t mark = 0, end = 0;
+    err = query_i64(s, S_ROLLUP_MARK, &mark, "rollup mark");
+    if (!err) err = query_i64(s, S_LEDGER_END, &end, "ledger end");
+    if (!err && end > mark && !(err = delta_sum(s, mark, end))) err = delta_apply(s, end);
+    sqlite3_stmt *q = err ? NULL : stmt_get(s, S_RANGE_HOURS, &err);
     if (q) {
         sqlite3_bind_int64(q, 1, from_ms - from_ms % TG_HOUR_MS);
         sqlite3_bind_int64(q, 2, to_ms);

@@ -463,6 +463,42 @@ static void test_rollup_refresh_batches(void **state)
     tg_store_close(st);
 }
 
+/* Refreshes add each event once: two connections taking turns, and a
+ * rebuild of one hour while events of it and of another wait past the mark
+ * (the rebuild takes them in, and the next refresh adds nothing again). */
+static void test_rollup_refresh_turns_and_rebuild(void **state)
+{
+    fixture_t *f = *state;
+    tg_store_t *a = open_store(f), *b = open_store(f);
+    tg_usage_event_t ev[40];
+    size_t n = 0;
+    tg_rollup_query_t q = {
+        .from_ms = D1, .to_ms = D2 + TG_DAY_MS, .group = TG_GROUP_ALL | TG_GROUP_HOUR};
+    for (int turn = 0; turn < 4; turn++) {
+        for (int i = 0; i < 5; i++, n++)
+            make_event(f, &ev[n], hours3[(turn + i) % 2] + (int64_t)n * MIN_MS % TG_HOUR_MS, "u1",
+                       i % 2 ? "red" : "blue", "key_a", "m-a", "us-east-1");
+        assert_int_equal(tg_store_usage_append(turn % 2 ? b : a, ev + n - 5, 5), 0);
+        int hours = -1;
+        assert_int_equal(tg_store_rollup_refresh(turn % 2 ? a : b, &hours), 0);
+        assert_int_equal(hours, 2);
+        check_query(a, &q, ev, n, NULL, 0);
+    }
+    /* Pending: 4 events in hours3[0], 4 in hours3[2]. Rebuild hours3[0]'s day. */
+    for (int i = 0; i < 8; i++, n++)
+        make_event(f, &ev[n], hours3[i % 2 ? 2 : 0] + 30 * MIN_MS + i, "u2", "green", "key_b",
+                   "m-b", "eu-west-1");
+    assert_int_equal(tg_store_usage_append(b, ev + n - 8, 8), 0);
+    assert_int_equal(tg_store_rollup_rebuild(a, D1, D1 + TG_DAY_MS), 0);
+    check_query(a, &q, ev, n, NULL, 0);
+    int hours = -1;
+    assert_int_equal(tg_store_rollup_refresh(b, &hours), 0);
+    assert_int_equal(hours, 0);
+    check_query(b, &q, ev, n, NULL, 0);
+    tg_store_close(a);
+    tg_store_close(b);
+}
+
 /* ---- 3. rebuild, filters, key prefixes -------------------------------------------- */
 
 static void test_rollup_rebuild_filters(void **state)
@@ -623,6 +659,26 @@ static void test_rollup_overflow(void **state)
     tg_report_t r;
     assert_true(tg_report_build(st, &q, &r) < 0);
     assert_null(r.rows);
+
+    /* The same two, refreshed one at a time: the second refresh adds to a
+     * sum already stored, and fails there too (SQLite's + would have turned
+     * the total into a float). */
+    tg_store_close(st);
+    char second[160]; /* a fresh ledger: the failed pair above stays unsummed in the old one */
+    snprintf(second, sizeof(second), "%s/second.db", f->dir);
+    st = open_path(second);
+    overflow_event(f, &same[0], D2 + 2 * TG_HOUR_MS + 5 * MIN_MS, "blue", big);
+    overflow_event(f, &same[1], D2 + 2 * TG_HOUR_MS + 6 * MIN_MS, "blue", big);
+    assert_int_equal(tg_store_usage_append(st, &same[0], 1), 0);
+    assert_int_equal(tg_store_rollup_refresh(st, NULL), 0);
+    assert_int_equal(tg_store_usage_append(st, &same[1], 1), 0);
+    assert_true(tg_store_rollup_refresh(st, NULL) < 0);
+    q = (tg_rollup_query_t){.from_ms = D2, .to_ms = D2 + TG_DAY_MS, .group = TG_GROUP_ALL};
+    assert_int_equal(tg_store_rollup_query(st, &q, &rows, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].invocations, 1); /* the first sum, untouched */
+    assert_int_equal(rows[0].cost_total, same[0].cost_total);
+    free(rows);
     tg_store_close(st);
 }
 
@@ -1965,6 +2021,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rollup_refresh_groups, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollup_incremental, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollup_refresh_batches, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollup_refresh_turns_and_rebuild, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollup_rebuild_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rollup_overflow, setup, teardown),
         cmocka_unit_test_setup_teardown(test_report_totals_overflow, setup, teardown),
