@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "core/core.h"
+#include "api/metrics.h"
 #include "gov/manage.h"
 #include "store/store.h"
 #include "usage/report.h"
@@ -28,6 +29,7 @@
 struct tg_admin {
     const tg_config_t *cfg;
     tg_tenancy_t *tenancy;
+    tg_metrics_t *metrics; /* the gateway's, for GET /admin/metrics; may be NULL */
     tg_http_app_t app;
 };
 
@@ -35,7 +37,7 @@ typedef struct {
     tg_tenancy_view_t view;
 } admin_worker_t;
 
-enum { JOB_REPORT, JOB_MANAGE, JOB_LIMITS };
+enum { JOB_REPORT, JOB_MANAGE, JOB_LIMITS, JOB_METRICS };
 
 typedef struct {
     uv_work_t work;
@@ -130,7 +132,7 @@ static void job_work(uv_work_t *w)
             j->msg = "This is a tenant API key; the admin API needs an admin key.";
     } else if (rc) {
         j->status = 503, j->code = "store_unavailable", j->msg = "The store did not answer.";
-    } else if (j->kind == JOB_LIMITS) {
+    } else if (j->kind == JOB_LIMITS || j->kind == JOB_METRICS) {
         j->status = 200; /* the live counters are read on the loop, in job_done */
     } else if (j->kind == JOB_MANAGE) {
         j->mreq.now_ms = tg_wall_ms();
@@ -203,6 +205,12 @@ static void job_done(uv_work_t *w, int status)
         free(text);
     } else if (j->kind == JOB_LIMITS && j->status == 200) {
         limits_answer(j);
+    } else if (j->kind == JOB_METRICS && j->status == 200) {
+        if (tg_metrics_render(j->a->metrics, &j->body) == 0)
+            send_body(j->req, 200, "text/plain; version=0.0.4; charset=utf-8",
+                      j->body.data ? j->body.data : "", j->body.len);
+        else
+            tg_resp_error(j->req, 500, "internal_error", "Metrics too large.");
     } else if (j->kind == JOB_REPORT && j->status == 200) {
         send_body(j->req, 200, format_type(j->format), j->body.data ? j->body.data : "",
                   j->body.len);
@@ -261,6 +269,24 @@ static void limits(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
     j->kind = JOB_LIMITS;
     memcpy(j->hash, hash, 32);
     tg_buf_init(&j->body, 0);
+    job_queue(j);
+}
+
+/* GET /admin/metrics: the gateway's /metrics for an admin key, from any
+ * address the admin listener accepts (a Prometheus server elsewhere, with
+ * the key as its bearer credential). */
+static void metrics(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
+{
+    admin_job_t *j = calloc(1, sizeof(*j));
+    if (!j) {
+        tg_resp_error(req, 503, "overloaded", "Out of memory.");
+        return;
+    }
+    j->a = a;
+    j->req = req;
+    j->kind = JOB_METRICS;
+    memcpy(j->hash, hash, 32);
+    tg_buf_init(&j->body, 16 << 20);
     job_queue(j);
 }
 
@@ -412,6 +438,15 @@ static void handle(tg_req_t *req, void *ctx)
         reports(a, req, hash);
         return;
     }
+    if (a->metrics && req->path_len == 14 && memcmp(req->path, "/admin/metrics", 14) == 0) {
+        if (req->method != TG_HTTP_GET) {
+            tg_resp_error(req, 405, "method_not_allowed", "Use GET.");
+            return;
+        }
+        if (admin_credential(req, aw, hash)) return;
+        metrics(a, req, hash);
+        return;
+    }
     if (req->path_len == 13 && memcmp(req->path, "/admin/limits", 13) == 0) {
         if (req->method != TG_HTTP_GET) {
             tg_resp_error(req, 405, "method_not_allowed", "Use GET.");
@@ -448,12 +483,14 @@ static void worker_fini(tg_worker_t *w, void *wdata, void *ctx)
     free(aw);
 }
 
-int tg_admin_create(tg_admin_t **out, const tg_config_t *cfg, tg_tenancy_t *tenancy)
+int tg_admin_create(tg_admin_t **out, const tg_config_t *cfg, tg_tenancy_t *tenancy,
+                    tg_metrics_t *metrics)
 {
     tg_admin_t *a = calloc(1, sizeof(*a));
     if (!a) return TG_ENOMEM;
     a->cfg = cfg;
     a->tenancy = tenancy;
+    a->metrics = metrics;
     a->app = (tg_http_app_t){
         .handle = handle, .worker_init = worker_init, .worker_fini = worker_fini, .ctx = a};
     *out = a;

@@ -13,12 +13,14 @@
 #define TG_API_ADMIN_H
 
 #include "config/config.h"
+#include "api/metrics.h"
 #include "http/http.h"
 #include "tenancy/tenancy.h"
 
 typedef struct tg_admin tg_admin_t;
 
-int tg_admin_create(tg_admin_t **out, const tg_config_t *cfg, tg_tenancy_t *tenancy);
+int tg_admin_create(tg_admin_t **out, const tg_config_t *cfg, tg_tenancy_t *tenancy,
+                    tg_metrics_t *metrics);
 void tg_admin_destroy(tg_admin_t *a);
 /* The callbacks to give tg_server_create for the admin listener. */
 const tg_http_app_t *tg_admin_app(tg_admin_t *a);

@@ -284,7 +284,7 @@ static int cmd_serve(const args_t *a)
         ah.port = cfg->admin_port;
         ah.workers = 1;
         ah.cert_file = ah.key_file = NULL; /* TLS is the gateway's listener only */
-        if ((rc = tg_admin_create(&admin, cfg, ten)) ||
+        if ((rc = tg_admin_create(&admin, cfg, ten, metrics)) ||
             (rc = tg_server_create(&admin_srv, &ah, tg_admin_app(admin))) ||
             (rc = tg_server_start(admin_srv))) {
             tg_error("cannot listen for the admin API on %s:%d: %s", ah.host, ah.port,

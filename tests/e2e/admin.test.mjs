@@ -311,6 +311,7 @@ describe('admin API: units, teams, keys', () => {
       ['POST', `/admin/keys/${made.json.key.id}/revoke`],
       ['POST', `/admin/keys/${made.json.key.id}/rotate`],
       ['GET', '/admin/reports?from=2026-11-20'],
+      ['GET', '/admin/metrics'],
     ];
     for (const [method, p, body] of endpoints) {
       for (const secret of [tenantKey, made.json.secret, rotated.json.secret]) {
@@ -329,6 +330,21 @@ describe('admin API: units, teams, keys', () => {
     assert.equal(k.json.name, '');
     // The tenant door does not serve these paths.
     assert.equal((await request(gw.port, { path: '/admin/units', headers: auth })).status, 404);
+  });
+
+  test('GET /admin/metrics: the gateway metrics for an admin key', T, async () => {
+    await request(gw.port, { path: '/healthz' }); // one request the gateway counts
+    const r = await api('GET', '/admin/metrics');
+    assert.equal(r.status, 200, r.text);
+    assert.match(r.headers['content-type'] || '', /^text\/plain; version=0\.0\.4/);
+    assert.match(r.text, /^# TYPE tollgate_http_requests_total counter$/m);
+    assert.match(r.text, /^tollgate_usage_events_total \d+$/m);
+    // The same text as the gateway's own /metrics, which loopback clients get.
+    const own = await request(gw.port, { path: '/metrics' });
+    assert.equal(own.status, 200);
+    const names = (t) => [...t.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]);
+    assert.deepEqual(names(r.text), names(own.text));
+    expectError(await api('POST', '/admin/metrics'), 405, 'method_not_allowed');
   });
 
   test('the CLI makes the same records as the API', T, async () => {
