@@ -163,6 +163,7 @@ export async function startFakeOpenAI(opts = {}) {
       rejected: null, // why the fake refused the request, if it did
       chunksSent: 0,
       writesBlocked: 0, // streamed writes the socket could not take at once (the peer not reading)
+      bytesWritten: 0, // streamed bytes handed to the socket
       contentSent: '',
       finished: false, // the fake wrote its whole answer
       closed: false,
@@ -406,7 +407,9 @@ export async function startFakeOpenAI(opts = {}) {
     const alive = () => !res.destroyed && !res.writableEnded && !rec.closed;
     const send = (obj) => {
       if (!alive()) return false;
-      if (!res.write(`data: ${JSON.stringify(obj)}\n\n`)) rec.writesBlocked++;
+      const line = `data: ${JSON.stringify(obj)}\n\n`;
+      rec.bytesWritten += line.length;
+      if (!res.write(line)) rec.writesBlocked++;
       return true;
     };
     // As a real server does: a full socket is waited on, not buffered without end.
