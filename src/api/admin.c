@@ -247,13 +247,26 @@ static int param(tg_req_t *req, const char *name, char *out, size_t cap)
     return -1;
 }
 
-static void limits(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
+/* A job of kind for req, checked with the key whose hash is given; NULL
+ * (answered 503) without memory. */
+static admin_job_t *job_new(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32], int kind)
 {
     admin_job_t *j = calloc(1, sizeof(*j));
     if (!j) {
         tg_resp_error(req, 503, "overloaded", "Out of memory.");
-        return;
+        return NULL;
     }
+    j->a = a;
+    j->req = req;
+    j->kind = kind;
+    memcpy(j->hash, hash, 32);
+    return j;
+}
+
+static void limits(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
+{
+    admin_job_t *j = job_new(a, req, hash, JOB_LIMITS);
+    if (!j) return;
     if (param(req, "key", j->key, sizeof(j->key)) || param(req, "team", j->team, sizeof(j->team)) ||
         param(req, "unit", j->unit, sizeof(j->unit))) {
         free(j);
@@ -264,10 +277,6 @@ static void limits(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
         tg_resp_error(req, 400, "invalid_parameter", "Give exactly one of key, team or unit.");
         return;
     }
-    j->a = a;
-    j->req = req;
-    j->kind = JOB_LIMITS;
-    memcpy(j->hash, hash, 32);
     tg_buf_init(&j->body, 0);
     job_queue(j);
 }
@@ -277,26 +286,16 @@ static void limits(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
  * the key as its bearer credential). */
 static void metrics(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
 {
-    admin_job_t *j = calloc(1, sizeof(*j));
-    if (!j) {
-        tg_resp_error(req, 503, "overloaded", "Out of memory.");
-        return;
-    }
-    j->a = a;
-    j->req = req;
-    j->kind = JOB_METRICS;
-    memcpy(j->hash, hash, 32);
+    admin_job_t *j = job_new(a, req, hash, JOB_METRICS);
+    if (!j) return;
     tg_buf_init(&j->body, 16 << 20);
     job_queue(j);
 }
 
 static void reports(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
 {
-    admin_job_t *j = calloc(1, sizeof(*j));
-    if (!j) {
-        tg_resp_error(req, 503, "overloaded", "Out of memory.");
-        return;
-    }
+    admin_job_t *j = job_new(a, req, hash, JOB_REPORT);
+    if (!j) return;
     char from[16], to[16], group[128], format[16], decimals[8];
     if (param(req, "from", from, sizeof(from)) || param(req, "to", to, sizeof(to)) ||
         param(req, "group_by", group, sizeof(group)) ||
@@ -339,9 +338,6 @@ static void reports(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
         free(j);
         return;
     }
-    j->a = a;
-    j->req = req;
-    memcpy(j->hash, hash, 32);
     j->q = (tg_rollup_query_t){.from_ms = a_ms,
                                .to_ms = b_ms + TG_DAY_MS,
                                .group = g,
@@ -361,11 +357,8 @@ static void manage(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
         tg_resp_error(req, 413, "body_too_large", "The request body is larger than 64 KiB.");
         return;
     }
-    admin_job_t *j = calloc(1, sizeof(*j));
-    if (!j) {
-        tg_resp_error(req, 503, "overloaded", "Out of memory.");
-        return;
-    }
+    admin_job_t *j = job_new(a, req, hash, JOB_MANAGE);
+    if (!j) return;
     if (req->body_len) {
         j->mbody = cJSON_ParseWithLength(req->body, req->body_len);
         if (!j->mbody) {
@@ -374,10 +367,6 @@ static void manage(tg_admin_t *a, tg_req_t *req, const uint8_t hash[32])
             return;
         }
     }
-    j->a = a;
-    j->req = req;
-    j->kind = JOB_MANAGE;
-    memcpy(j->hash, hash, 32);
     j->mreq = (tg_manage_req_t){.method = req->method,
                                 .path = req->path,
                                 .path_len = req->path_len,
