@@ -313,6 +313,13 @@ typedef struct {
     " + cache_write_tokens), SUM(cost_total) FROM usage_events"                                    \
     " WHERE started_ms >= ?1 AND " col " != '' GROUP BY 1 ORDER BY 1"
 
+/* usage_hourly's measures, summed over the events of a group. */
+#define ROLLUP_SUMS                                                                                \
+    "COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),"                     \
+    " SUM(cache_write_tokens), SUM(images), SUM(cost_input), SUM(cost_output),"                    \
+    " SUM(cost_cache_read), SUM(cost_cache_write), SUM(cost_images), SUM(cost_total),"             \
+    " SUM(unpriced != 0), SUM(token_source != 0), SUM(outcome != 'ok')"
+
 /* Fixed statements; NULL entries are generated from the field tables. */
 static const char *const stmt_sql[S__COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE", /* take the write lock up front: no deadlock on upgrade */
@@ -340,13 +347,9 @@ static const char *const stmt_sql[S__COUNT] = {
      * rowid range summed per hour and dimensions into a temporary table, then
      * added to usage_hourly. rollup_delta is created by rollup_begin. */
     [S_DELTA_CLEAR] = "DELETE FROM temp.rollup_delta",
-    [S_DELTA_SUM] =
-        "INSERT INTO temp.rollup_delta SELECT started_ms - started_ms % 3600000, unit, team,"
-        " key_id, model, region, COUNT(*), SUM(input_tokens), SUM(output_tokens),"
-        " SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(images), SUM(cost_input),"
-        " SUM(cost_output), SUM(cost_cache_read), SUM(cost_cache_write), SUM(cost_images),"
-        " SUM(cost_total), SUM(unpriced != 0), SUM(token_source != 0), SUM(outcome != 'ok')"
-        " FROM usage_events WHERE rowid > ?1 AND rowid <= ?2 GROUP BY 1, 2, 3, 4, 5, 6",
+    [S_DELTA_SUM] = "INSERT INTO temp.rollup_delta SELECT started_ms - started_ms % 3600000,"
+                    " unit, team, key_id, model, region, " ROLLUP_SUMS " FROM usage_events"
+                    " WHERE rowid > ?1 AND rowid <= ?2 GROUP BY 1, 2, 3, 4, 5, 6",
     [S_DELTA_HOURS] = "SELECT DISTINCT hour_ms FROM temp.rollup_delta ORDER BY 1",
     /* The stored sums of the groups the increment touches, plus the
      * increment, summed again: SUM fails on a 64-bit overflow, where + would
@@ -370,14 +373,10 @@ static const char *const stmt_sql[S__COUNT] = {
         " WHERE started_ms >= ?1 AND started_ms < ?2"
         " UNION SELECT hour_ms FROM usage_hourly WHERE hour_ms >= ?1 AND hour_ms < ?2",
     [S_HOUR_DELETE] = "DELETE FROM usage_hourly WHERE hour_ms = ?1",
-    [S_HOUR_SUM] =
-        "INSERT INTO usage_hourly SELECT ?1, unit, team, key_id, model, region, COUNT(*),"
-        " SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),"
-        " SUM(cache_write_tokens), SUM(images), SUM(cost_input), SUM(cost_output),"
-        " SUM(cost_cache_read), SUM(cost_cache_write), SUM(cost_images), SUM(cost_total),"
-        " SUM(unpriced != 0), SUM(token_source != 0), SUM(outcome != 'ok')"
-        " FROM usage_events WHERE started_ms >= ?1 AND started_ms < ?1 + 3600000"
-        " GROUP BY unit, team, key_id, model, region",
+    [S_HOUR_SUM] = "INSERT INTO usage_hourly SELECT ?1, unit, team, key_id, model, region,"
+                   " " ROLLUP_SUMS " FROM usage_events"
+                   " WHERE started_ms >= ?1 AND started_ms < ?1 + 3600000"
+                   " GROUP BY unit, team, key_id, model, region",
     [S_DAY_BUMP] = "INSERT INTO rollup_days (day_ms, version) VALUES (?1 - ?1 % 86400000, 1)"
                    " ON CONFLICT (day_ms) DO UPDATE SET version = version + 1",
     [S_DAYS_PENDING] = "SELECT day_ms, version FROM rollup_days"
