@@ -518,7 +518,14 @@ static void conn_on_timer(uv_timer_t *t)
         break;
     case CS_IDLE:
         if (c->queued == 0 && now >= c->due) {
-            tg_conn_close(c);
+            /* A connection that never sent a byte is told why it is closed
+             * (408, as a header timeout is); one idle between requests is
+             * closed quietly, since a 408 there could cross the client's next
+             * request. Before a TLS handshake there is no way to say it. */
+            if (c->proto == TG_PROTO_SNIFF && !c->ssl)
+                conn_reject(c, 408);
+            else
+                tg_conn_close(c);
             return;
         }
         break;

@@ -942,6 +942,27 @@ static void test_slow_reader_send_timeout(void **state)
     cli_close(&c);
 }
 
+/* A connection that sends nothing at all is answered 408 (JSON) when its
+ * idle time is up, then closed; after a request it would be closed quietly
+ * (next test). */
+static void test_408_fresh_connection_silent(void **state)
+{
+    tg_http_config_t cfg = test_config(1);
+    cfg.idle_timeout_ms = 200;
+    start_with(&cfg);
+    cli_t c;
+    cli_open(&c);
+    uint64_t t0 = now_ms();
+    resp_t r;
+    assert_int_equal(cli_resp(&c, &r, 0), 0);
+    uint64_t dt = now_ms() - t0;
+    assert_true(dt >= 150 && dt < 1500);
+    assert_error_body(&r, 408, "request_timeout");
+    resp_free(&r);
+    assert_true(cli_at_eof(&c));
+    cli_close(&c);
+}
+
 static void test_idle_timeout_closes_quietly(void **state)
 {
     tg_http_config_t cfg = test_config(1);
@@ -1191,6 +1212,7 @@ int main(void)
         cmocka_unit_test_teardown(test_backpressure_exact_bytes, teardown),
         cmocka_unit_test_teardown(test_abort_when_client_leaves_mid_stream, teardown),
         cmocka_unit_test_teardown(test_slow_reader_send_timeout, teardown),
+        cmocka_unit_test_teardown(test_408_fresh_connection_silent, teardown),
         cmocka_unit_test_teardown(test_idle_timeout_closes_quietly, teardown),
         cmocka_unit_test_teardown(test_http10, teardown),
         cmocka_unit_test_teardown(test_error_json_escaped, teardown),
