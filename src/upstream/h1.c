@@ -42,6 +42,8 @@
 #define CONNECT_DEFAULT_MS 300000      /* libcurl's default connect timeout */
 #define STACK_HEADERS      64          /* headers delivered without malloc */
 #define MAX_IDLE_AGE_MS    118000      /* libcurl's CURLOPT_MAXAGE_CONN default */
+#define ADDR_CACHE_MS      30000       /* a name's addresses are reused this long */
+#define MAX_ADDRS          16          /* addresses of a name kept and tried */
 
 typedef struct h1_host h1_host_t;
 typedef struct h1_conn h1_conn_t;
@@ -54,6 +56,13 @@ struct h1_host {
     int port;
     int numeric; /* an IP literal: addr is it, no resolving */
     struct sockaddr_storage addr;
+    /* A name's addresses from its last lookup, reused by new connections
+     * until addrs_due (uv_now ms), so that a burst of them (a thousand
+     * streams opening) does not queue a thousand lookups on the thread pool.
+     * Dropped when a connection could reach none of them. */
+    struct sockaddr_storage *addrs;
+    int naddrs;
+    uint64_t addrs_due;
     char name[]; /* without brackets */
 };
 
@@ -68,14 +77,14 @@ struct h1_conn {
     llhttp_t parser;
     tg_h1_t *h;
     h1_host_t *host;
-    h1_call_t *call;       /* the call it serves; NULL while idle */
-    struct addrinfo *ai;   /* resolved addresses, until connected */
-    struct addrinfo *next; /* the next one to try */
-    tg_link_t hlink;       /* host->idle while idle */
-    tg_link_t lru;         /* h->idle while idle; h->conns otherwise */
-    int handles;           /* open uv handles (tcp, timer) */
-    int pending_err;       /* a failure found synchronously, reported by the timer */
-    uint64_t idle_since;   /* uv_now() ms when pooled */
+    h1_call_t *call;                /* the call it serves; NULL while idle */
+    struct sockaddr_storage *addrs; /* the addresses to try (owned), until connected */
+    int naddrs, next_addr;
+    tg_link_t hlink;     /* host->idle while idle */
+    tg_link_t lru;       /* h->idle while idle; h->conns otherwise */
+    int handles;         /* open uv handles (tcp, timer) */
+    int pending_err;     /* a failure found synchronously, reported by the timer */
+    uint64_t idle_since; /* uv_now() ms when pooled */
     unsigned connected : 1;
     unsigned reused : 1;    /* served a response before: may be stale */
     unsigned writing : 1;   /* a request write is in flight */
@@ -126,8 +135,9 @@ struct tg_h1 {
     tg_link_t idle;  /* idle connections, most recent first */
     tg_link_t conns; /* busy connections */
     size_t nidle;
-    int entered; /* our callbacks on the stack */
-    int objects; /* open kick timer + connections not yet freed */
+    int entered;           /* our callbacks on the stack */
+    int objects;           /* open kick timer + connections not yet freed */
+    unsigned long lookups; /* host name lookups started (tg_h1_lookups) */
     int destroy_pending, destroying;
     char rbuf[READ_BUF];
 };
@@ -225,12 +235,13 @@ static void conn_maybe_free(h1_conn_t *k)
 {
     if (k->handles || k->resolving) return;
     tg_h1_t *h = k->h;
-    if (k->ai) uv_freeaddrinfo(k->ai);
+    free(k->addrs);
     free(k);
     object_gone(h);
 }
 
 static void conn_connect_next(h1_conn_t *k);
+static void host_forget(h1_host_t *x);
 
 static void on_tcp_closed(uv_handle_t *hd)
 {
@@ -597,7 +608,7 @@ static void conn_send(h1_conn_t *k)
  * one, and returns 1. */
 static int conn_try_next(h1_conn_t *k)
 {
-    if (!k->next || !k->call) return 0;
+    if (k->next_addr >= k->naddrs || !k->call) return 0;
     k->reconnect = 1;
     uv_close((uv_handle_t *)&k->tcp, on_tcp_closed);
     return 1;
@@ -609,6 +620,7 @@ static void on_connect(uv_connect_t *r, int status)
     if (k->closing || status == UV_ECANCELED) return;
     if (status < 0) {
         if (conn_try_next(k)) return;
+        host_forget(k->host);
         tg_debug("upstream: connect %s: %s", k->host->name, uv_strerror(status));
         enter(k->h);
         if (k->call) call_fail(k->call, TG_ECONNECT);
@@ -616,8 +628,9 @@ static void on_connect(uv_connect_t *r, int status)
         return;
     }
     k->connected = 1;
-    if (k->ai) uv_freeaddrinfo(k->ai);
-    k->ai = k->next = NULL;
+    free(k->addrs);
+    k->addrs = NULL;
+    k->naddrs = k->next_addr = 0;
     uv_tcp_nodelay(&k->tcp, 1);
     uv_tcp_keepalive(&k->tcp, 1, 60);
     if (k->call)
@@ -635,6 +648,7 @@ static void conn_connect_to(h1_conn_t *k, const struct sockaddr *a)
      * ENETUNREACH): the next address is tried all the same. */
     if (rc && conn_try_next(k)) return;
     if (rc) { /* reported from the timer: never a callback from inside start */
+        host_forget(k->host);
         k->pending_err = TG_ECONNECT;
         uv_timer_start(&k->timer, on_conn_timer, 0, 0);
     }
@@ -642,29 +656,59 @@ static void conn_connect_to(h1_conn_t *k, const struct sockaddr *a)
 
 static void conn_connect_next(h1_conn_t *k)
 {
-    struct addrinfo *a = k->next;
-    k->next = a->ai_next;
-    conn_connect_to(k, a->ai_addr);
+    conn_connect_to(k, (const struct sockaddr *)&k->addrs[k->next_addr++]);
+}
+
+/* A copy of n addresses (NULL when out of memory). */
+static struct sockaddr_storage *addrs_dup(const struct sockaddr_storage *a, int n)
+{
+    struct sockaddr_storage *d = malloc((size_t)n * sizeof(*d));
+    if (d) memcpy(d, a, (size_t)n * sizeof(*d));
+    return d;
+}
+
+/* The host's cached addresses are no good (none could be reached): the next
+ * connection looks the name up again. */
+static void host_forget(h1_host_t *x)
+{
+    free(x->addrs);
+    x->addrs = NULL;
+    x->naddrs = 0;
 }
 
 static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res)
 {
     h1_conn_t *k = r->data;
     k->resolving = 0;
-    k->ai = res;
+    int n = 0;
+    struct sockaddr_storage a[MAX_ADDRS];
+    for (const struct addrinfo *i = status < 0 ? NULL : res; i && n < MAX_ADDRS; i = i->ai_next)
+        if ((i->ai_family == AF_INET || i->ai_family == AF_INET6) &&
+            i->ai_addrlen <= sizeof(a[0])) {
+            memset(&a[n], 0, sizeof(a[n]));
+            memcpy(&a[n++], i->ai_addr, i->ai_addrlen);
+        }
+    if (res) uv_freeaddrinfo(res);
     if (k->closing) {
         conn_maybe_free(k);
         return;
     }
-    if (status < 0 || !res) {
-        tg_debug("upstream: resolve %s: %s", k->host->name, uv_strerror(status));
-        enter(k->h);
-        if (k->call) call_fail(k->call, TG_ECONNECT);
-        leave(k->h);
+    if (n > 0 && (k->addrs = addrs_dup(a, n))) {
+        k->naddrs = n;
+        h1_host_t *x = k->host;
+        host_forget(x);
+        if ((x->addrs = addrs_dup(a, n))) {
+            x->naddrs = n;
+            x->addrs_due = uv_now(k->h->loop) + ADDR_CACHE_MS;
+        }
+        conn_connect_next(k);
         return;
     }
-    k->next = res;
-    conn_connect_next(k);
+    tg_debug("upstream: resolve %s: %s", k->host->name,
+             status < 0 ? uv_strerror(status) : "no usable address");
+    enter(k->h);
+    if (k->call) call_fail(k->call, TG_ECONNECT);
+    leave(k->h);
 }
 
 static void on_conn_timer(uv_timer_t *t)
@@ -689,6 +733,13 @@ static int conn_open(h1_call_t *c)
         conn_connect_to(k, (const struct sockaddr *)&host->addr);
         return 0;
     }
+    if (host->naddrs && uv_now(c->h->loop) < host->addrs_due &&
+        (k->addrs = addrs_dup(host->addrs, host->naddrs))) {
+        k->naddrs = host->naddrs;
+        conn_connect_next(k);
+        return 0;
+    }
+    c->h->lookups++;
     char port[8];
     snprintf(port, sizeof(port), "%d", host->port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -902,9 +953,15 @@ static void do_destroy(tg_h1_t *h)
     while (h->hosts) {
         h1_host_t *x = h->hosts;
         h->hosts = x->next;
+        free(x->addrs);
         free(x);
     }
     uv_close((uv_handle_t *)&h->kick, on_kick_closed);
+}
+
+unsigned long tg_h1_lookups(const tg_h1_t *h)
+{
+    return h ? h->lookups : 0;
 }
 
 void tg_h1_destroy(tg_h1_t *h)

@@ -71,6 +71,9 @@ typedef struct tg_h1 tg_h1_t;
 int tg_h1_create(tg_h1_t **out, uv_loop_t *loop);
 /* Like tg_upstream_destroy: no callback after it; handles close on the loop. */
 void tg_h1_destroy(tg_h1_t *h);
+/* Host name lookups started so far (a name's addresses are reused for
+ * ADDR_CACHE_MS, 30 s, after one). */
+unsigned long tg_h1_lookups(const tg_h1_t *h);
 /* Same contract as tg_upcall_start. Returns 1, having done nothing, when the
  * URL is not one the native client takes (not http://, or with userinfo). */
 int tg_h1_start(tg_h1_t *h, const tg_upcall_opts_t *opts, const tg_upcall_cbs_t *cbs, void *ud,

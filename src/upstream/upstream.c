@@ -691,6 +691,11 @@ static void do_destroy(tg_upstream_t *u)
     uv_close((uv_handle_t *)&u->kick, on_timer_closed);
 }
 
+unsigned long tg_upstream_lookups(const tg_upstream_t *u)
+{
+    return u ? tg_h1_lookups(u->h1) : 0;
+}
+
 void tg_upstream_destroy(tg_upstream_t *u)
 {
     if (!u || u->destroy_pending) return;

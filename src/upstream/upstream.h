@@ -52,6 +52,9 @@ int tg_upstream_create(tg_upstream_t **out, uv_loop_t *loop);
 /* Cancels every call still running (no callbacks) and closes its handles;
  * the loop must run once more for them to close. */
 void tg_upstream_destroy(tg_upstream_t *u);
+/* Host name lookups the native client started (0 when every call goes
+ * through libcurl, which keeps its own cache). */
+unsigned long tg_upstream_lookups(const tg_upstream_t *u);
 
 int tg_upcall_start(tg_upstream_t *u, const tg_upcall_opts_t *opts, const tg_upcall_cbs_t *cbs,
                     void *ud, tg_upcall_t **out);

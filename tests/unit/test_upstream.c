@@ -1277,6 +1277,48 @@ static void test_localhost_resolved(void **state)
     rec_free(&r);
 }
 
+/* A name is looked up once for many new connections (each answer closes
+ * its connection); when none of its addresses can be reached, the next call
+ * looks it up again. */
+static void test_lookup_reused(void **state)
+{
+    env_t e;
+    env_init(&e);
+    srv_t *s = srv_start(h_conn_close);
+    char url[128];
+    snprintf(url, sizeof(url), "http://localhost:%d/", s->port);
+    for (int i = 0; i < 3; i++) {
+        rec_t r = {.env = &e};
+        start(&r, url, NULL);
+        run_until(&e, is_done, &r, 3000);
+        assert_int_equal(r.err, 0);
+        assert_string_equal(r.body.data, "ok");
+        rec_free(&r);
+    }
+    assert_int_equal(atomic_load(&s->accepts), 3);
+    assert_int_equal(tg_upstream_lookups(e.u), 1);
+
+    /* A port nothing listens on: every address refused, so the name's
+     * addresses are dropped, and looked up again by the next call. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    getsockname(fd, (struct sockaddr *)&a, &alen);
+    close(fd);
+    snprintf(url, sizeof(url), "http://localhost:%d/", ntohs(a.sin_port));
+    for (int i = 0; i < 2; i++) {
+        rec_t r = {.env = &e};
+        start(&r, url, NULL);
+        run_until(&e, is_done, &r, 3000);
+        assert_int_equal(r.err, TG_ECONNECT);
+        rec_free(&r);
+    }
+    assert_int_equal(tg_upstream_lookups(e.u), 3);
+    env_done(&e);
+    srv_stop(s);
+}
+
 /* A call started from on_done gets the connection the ended call just
  * returned to the pool. */
 static void test_start_from_on_done(void **state)
@@ -1417,6 +1459,7 @@ int main(void)
         cmocka_unit_test(test_host_header_default_port),
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_cancel_mid_response_not_pooled),
+        cmocka_unit_test(test_lookup_reused),
     };
     signal(SIGPIPE, SIG_IGN); /* as the gateway: a write to a closed socket is an error */
     unsetenv("TG_UPSTREAM_CURL");
