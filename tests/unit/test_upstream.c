@@ -697,17 +697,22 @@ static void test_external_pause_before_data(void **state)
     rec_free(&r);
 }
 
-static void test_connection_refused(void **state)
+/* A loopback port that was just bound and released: nothing listens there. */
+static int closed_port(void)
 {
-    /* A port that was just bound and released: nothing listens there. */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t alen = sizeof(a);
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     getsockname(fd, (struct sockaddr *)&a, &alen);
     close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void test_connection_refused(void **state)
+{
     char url[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(a.sin_port));
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", closed_port());
 
     env_t e;
     env_init(&e);
@@ -1300,13 +1305,7 @@ static void test_lookup_reused(void **state)
 
     /* A port nothing listens on: every address refused, so the name's
      * addresses are dropped, and looked up again by the next call. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    getsockname(fd, (struct sockaddr *)&a, &alen);
-    close(fd);
-    snprintf(url, sizeof(url), "http://localhost:%d/", ntohs(a.sin_port));
+    snprintf(url, sizeof(url), "http://localhost:%d/", closed_port());
     for (int i = 0; i < 2; i++) {
         rec_t r = {.env = &e};
         start(&r, url, NULL);
