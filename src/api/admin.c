@@ -416,33 +416,23 @@ static void handle(tg_req_t *req, void *ctx)
         send_body(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
         return;
     }
+    /* The read-only endpoints: GET only, then the key. */
+    static const struct {
+        const char *path;
+        void (*fn)(tg_admin_t *, tg_req_t *, const uint8_t *);
+    } gets[] = {
+        {"/admin/reports", reports}, {"/admin/limits", limits}, {"/admin/metrics", metrics}};
     uint8_t hash[32];
-    int is_reports = req->path_len == 14 && memcmp(req->path, "/admin/reports", 14) == 0;
-    if (is_reports) {
+    for (size_t i = 0; i < sizeof(gets) / sizeof(gets[0]); i++) {
+        size_t n = strlen(gets[i].path);
+        if (req->path_len != n || memcmp(req->path, gets[i].path, n) != 0) continue;
+        if (gets[i].fn == metrics && !a->metrics) break; /* no metrics: not found */
         if (req->method != TG_HTTP_GET) {
             tg_resp_error(req, 405, "method_not_allowed", "Use GET.");
             return;
         }
         if (admin_credential(req, aw, hash)) return;
-        reports(a, req, hash);
-        return;
-    }
-    if (a->metrics && req->path_len == 14 && memcmp(req->path, "/admin/metrics", 14) == 0) {
-        if (req->method != TG_HTTP_GET) {
-            tg_resp_error(req, 405, "method_not_allowed", "Use GET.");
-            return;
-        }
-        if (admin_credential(req, aw, hash)) return;
-        metrics(a, req, hash);
-        return;
-    }
-    if (req->path_len == 13 && memcmp(req->path, "/admin/limits", 13) == 0) {
-        if (req->method != TG_HTTP_GET) {
-            tg_resp_error(req, 405, "method_not_allowed", "Use GET.");
-            return;
-        }
-        if (admin_credential(req, aw, hash)) return;
-        limits(a, req, hash);
+        gets[i].fn(a, req, hash);
         return;
     }
     /* Unknown paths and methods are answered before the key is looked at. */
