@@ -667,6 +667,16 @@ static struct sockaddr_storage *addrs_dup(const struct sockaddr_storage *a, int 
     return d;
 }
 
+/* Gives k its own copy of the n addresses to try and connects to the first;
+ * 0 when there are none (or no memory for them). */
+static int conn_connect_addrs(h1_conn_t *k, const struct sockaddr_storage *a, int n)
+{
+    if (n <= 0 || !(k->addrs = addrs_dup(a, n))) return 0;
+    k->naddrs = n;
+    conn_connect_next(k);
+    return 1;
+}
+
 /* The host's cached addresses are no good (none could be reached): the next
  * connection looks the name up again. */
 static void host_forget(h1_host_t *x)
@@ -693,17 +703,15 @@ static void on_resolved(uv_getaddrinfo_t *r, int status, struct addrinfo *res)
         conn_maybe_free(k);
         return;
     }
-    if (n > 0 && (k->addrs = addrs_dup(a, n))) {
-        k->naddrs = n;
-        h1_host_t *x = k->host;
+    h1_host_t *x = k->host;
+    if (n > 0) {
         host_forget(x);
         if ((x->addrs = addrs_dup(a, n))) {
             x->naddrs = n;
             x->addrs_due = uv_now(k->h->loop) + ADDR_CACHE_MS;
         }
-        conn_connect_next(k);
-        return;
     }
+    if (conn_connect_addrs(k, a, n)) return;
     tg_debug("upstream: resolve %s: %s", k->host->name,
              status < 0 ? uv_strerror(status) : "no usable address");
     enter(k->h);
@@ -733,12 +741,8 @@ static int conn_open(h1_call_t *c)
         conn_connect_to(k, (const struct sockaddr *)&host->addr);
         return 0;
     }
-    if (host->naddrs && uv_now(c->h->loop) < host->addrs_due &&
-        (k->addrs = addrs_dup(host->addrs, host->naddrs))) {
-        k->naddrs = host->naddrs;
-        conn_connect_next(k);
+    if (uv_now(c->h->loop) < host->addrs_due && conn_connect_addrs(k, host->addrs, host->naddrs))
         return 0;
-    }
     c->h->lookups++;
     char port[8];
     snprintf(port, sizeof(port), "%d", host->port);
